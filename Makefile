@@ -1,0 +1,33 @@
+# The two commands: `make demo` and `make test`. Each creates .venv when missing and
+# installs the project with the exact versions of constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' -c constraints.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	test -f data/synthetic/images.txt || $(BIN)/wsol synth data/synthetic --seed 0
+	rm -rf runs/demo
+	$(BIN)/wsol train --config configs/synthetic_cpu.yaml --out runs/demo --no-progress
+
+test: $(STAMP)
+	$(BIN)/ruff check wsol study tests benchmarks
+	$(BIN)/ruff format --check wsol study tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix wsol study tests benchmarks
+	$(BIN)/ruff format wsol study tests benchmarks
+
+clean:
+	rm -rf runs data/synthetic .pytest_cache

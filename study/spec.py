@@ -1,0 +1,661 @@
+"""The study spec: a YAML file that describes a hyperparameter or ablation study.
+
+A spec names a base :class:`~wsol.config.RunConfig`, optional ablation ``rows`` (label ->
+dotted overrides), a ``search_space`` over dotted config paths, the search algorithm
+(``grid`` or ``optuna``), how trials are compared (a *validation* metric, never a test
+one), per-trial resources, checkpoint retention, where results go (``storage``) and
+where they are tracked (``mlflow``)::
+
+    name: fig8
+    base: {mask: {epochs: 20}}
+    rows:
+      full: {}
+      no-reg: {mask.reg: false}
+    search_space:
+      seed: {grid: [0, 1, 2]}
+    search: {algorithm: grid, num_samples: 1}
+    trial_selection: {metric: val_s_score, mode: max}
+    resources: {cpu: 1, gpu: 0.25}
+    storage: studies
+
+:func:`load_spec` / :func:`spec_from_dict` validate everything that can be checked
+without training: every error line names the field path (``search_space.mask.lam.
+loguniform``), says what is expected, and the message starts with the spec's file. A
+:class:`Study` that loads is one whose every trial config validates.
+
+This module imports neither Ray nor Optuna nor MLflow: the runner turns a
+:class:`Dimension` into a Tune domain (``grid`` -> ``tune.grid_search``, ``choice`` ->
+``tune.choice``, ``uniform`` -> ``tune.uniform``, ``loguniform`` -> ``tune.loguniform``).
+
+Paths: a local ``storage`` (and the default MLflow database under it) is resolved
+against the *current working directory*, as with every other relative path a user types
+(``data.root`` in a config, ``--out``), not against the spec file's folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from wsol.config import (
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    flatten_config,
+    set_dotted,
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+DEFAULT_ROW = "default"
+# The validation metrics the trainable reports that make sense for comparing trials.
+# val_gt_known_loc needs a validation split with ground-truth boxes (CUB-format data has
+# boxes for every image, so the held-out validation share has them too).
+KNOWN_SELECTION_METRICS = ("val_s_score", "val_gt_known_loc")
+# Dimensions over these sections change f; the classifier stage trains every distinct f
+# before any mask trial starts, so their values must be enumerable up front (grid only).
+CLASSIFIER_SECTIONS = ("classifier.", "data.")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# Bumped when the meaning of classifier_key's inputs changes, so stale f's are not reused.
+_CLASSIFIER_KEY_VERSION = "classifier-key-v1"
+
+
+class SpecError(ConfigError):
+    """A study spec is invalid; the message names the file, each bad field path and the fix."""
+
+
+class _SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dimension(_SpecModel):
+    """One search dimension: exactly one of ``grid``, ``choice``, ``uniform``, ``loguniform``.
+
+    ``grid`` / ``choice``: a non-empty list of distinct values (each valid for the config
+    field). ``uniform`` / ``loguniform``: a ``[low, high]`` pair with ``low < high``
+    (``low > 0`` on a log scale), only over float fields.
+    """
+
+    grid: list[Any] | None = None
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @field_validator("grid", "choice")
+    @classmethod
+    def _non_empty_distinct(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("expected a non-empty list of values")
+        seen: list[Any] = []
+        for value in values:
+            # A repeated grid value silently doubles trials; repeats are num_samples' job.
+            if any(type(value) is type(other) and value == other for other in seen):
+                raise ValueError(
+                    f"value {value!r} is listed twice; to repeat trials use search.num_samples"
+                )
+            seen.append(value)
+        return values
+
+    @field_validator("uniform", "loguniform", mode="before")
+    @classmethod
+    def _pair(cls, bounds: Any) -> Any:
+        if bounds is not None and not (isinstance(bounds, list | tuple) and len(bounds) == 2):
+            raise ValueError(f"expected a [low, high] pair, got {bounds!r}")
+        return bounds
+
+    @field_validator("uniform")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {list(bounds)}")
+        return bounds
+
+    @field_validator("loguniform")
+    @classmethod
+    def _ordered_positive(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is None:
+            return None
+        if not bounds[0] < bounds[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {list(bounds)}")
+        if bounds[0] <= 0:
+            raise ValueError(f"expected low > 0 on a log scale, got {list(bounds)}")
+        return bounds
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Dimension:
+        given = [
+            kind
+            for kind in ("grid", "choice", "uniform", "loguniform")
+            if getattr(self, kind) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of grid, choice, uniform, loguniform, "
+                f"got {', '.join(given) or 'none'}"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["grid", "choice", "uniform", "loguniform"]:
+        """Which of the four forms this dimension is."""
+        if self.grid is not None:
+            return "grid"
+        if self.choice is not None:
+            return "choice"
+        if self.uniform is not None:
+            return "uniform"
+        return "loguniform"
+
+    @property
+    def values(self) -> list[Any]:
+        """The listed values of a grid/choice dimension ([] for a continuous one)."""
+        return list(self.grid if self.grid is not None else self.choice or [])
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """``(low, high)`` of a uniform/loguniform dimension (None for a listed one)."""
+        return self.uniform if self.uniform is not None else self.loguniform
+
+
+class SearchConfig(_SpecModel):
+    """How trials are generated.
+
+    ``grid``: every row x grid point, the whole grid repeated ``num_samples`` times.
+    ``optuna``: ``num_samples`` trials proposed by a TPE sampler seeded with ``seed``.
+    """
+
+    algorithm: Literal["grid", "optuna"] = "grid"
+    num_samples: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class TrialSelection(_SpecModel):
+    """The metric that compares trials: a validation metric, never a test one.
+
+    Each trial's reported value is that of its selected epoch (max validation S-score).
+    ``val_gt_known_loc`` needs a validation split with ground-truth boxes.
+    """
+
+    metric: str = "val_s_score"
+    mode: Literal["max", "min"] = "max"
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, metric: str) -> str:
+        if "test" in metric.lower():
+            raise ValueError(
+                f"{metric!r} names test data: trials are selected on validation metrics only "
+                f"(e.g. {', '.join(KNOWN_SELECTION_METRICS)}); the test split is never used "
+                "for selection, only by `wsol evaluate` on already-selected checkpoints"
+            )
+        if not metric.startswith("val_"):
+            raise ValueError(
+                f"expected a validation metric starting with 'val_' "
+                f"(e.g. {', '.join(KNOWN_SELECTION_METRICS)}), got {metric!r}"
+            )
+        return metric
+
+
+class Resources(_SpecModel):
+    """What one trial reserves. ``gpu`` may be fractional (0.25: four trials share a GPU)
+    up to 1; above 1 it must be a whole number."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError(f"a share above 1 GPU must be a whole number, got {gpu}")
+        return gpu
+
+
+class MlflowConfig(_SpecModel):
+    """Where trials are tracked. ``tracking_uri`` defaults to ``sqlite:///<storage>/mlflow.db``
+    for a local storage and must be given for a remote one; ``experiment`` to the spec name."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class StudySpec(_SpecModel):
+    """The YAML schema of a study spec (see the module docstring)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] | None = None
+    search_space: dict[str, Dimension] = Field(default_factory=dict)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    trial_selection: TrialSelection = Field(default_factory=TrialSelection)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(0, ge=0, description="0: as many as fit.")
+    max_failures: int = Field(2, ge=0, description="Retries of a trial from its last checkpoint.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per trial.")
+    keep_all_checkpoints: bool = Field(False, description="Keep every epoch's checkpoint.")
+    storage: str = Field("studies", min_length=1)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _empty_row_is_no_overrides(cls, rows: Any) -> Any:
+        # `label:` with nothing after it is YAML null; it reads naturally as "no overrides".
+        if isinstance(rows, dict):
+            return {label: {} if value is None else value for label, value in rows.items()}
+        return rows
+
+    @field_validator("rows")
+    @classmethod
+    def _row_labels(
+        cls, rows: dict[str, dict[str, Any]] | None
+    ) -> dict[str, dict[str, Any]] | None:
+        if rows is None:
+            return None
+        if not rows:
+            raise ValueError("expected at least one row; leave `rows` out for a single row")
+        for label in rows:
+            # Labels become run names and folder names.
+            if not re.match(NAME_PATTERN, str(label)):
+                raise ValueError(f"row label {label!r} must match {NAME_PATTERN}")
+        return rows
+
+
+class Study(StudySpec):
+    """A validated study spec and the file it came from.
+
+    Construct with :func:`load_spec` or :func:`spec_from_dict`, which check the rules that
+    span fields (keys, algorithm, rows vs. search space, per-value validity).
+    """
+
+    source: Path
+
+    def base_config(self) -> RunConfig:
+        """The base config alone, validated."""
+        return config_from_dict(self.base, source=f"{self.source} (base)")
+
+    def row_labels(self) -> list[str]:
+        """Row labels in spec order; ``["default"]`` when the spec has no rows."""
+        return list(self.rows) if self.rows else [DEFAULT_ROW]
+
+    def row_overrides(self, row: str) -> dict[str, Any]:
+        """The dotted overrides of ``row`` (``{}`` for the default row)."""
+        if row not in self.row_labels():
+            raise SpecError(
+                f"{self.source}: unknown row {row!r}; rows: {', '.join(self.row_labels())}"
+            )
+        return dict(self.rows[row]) if self.rows else {}
+
+    def trial_config(self, row: str, params: dict[str, Any]) -> RunConfig:
+        """The config of one trial: base < row overrides < sampled ``params``, validated.
+
+        ``params`` maps search-space keys (dotted) to values; a key outside the search
+        space is an error. ``name`` is set to ``"<study name>/<row>"``.
+        """
+        unknown = sorted(set(params) - set(self.search_space))
+        if unknown:
+            raise SpecError(
+                f"{self.source}: trial params {unknown} are not search_space keys; "
+                f"search_space: {', '.join(self.search_space) or '(empty)'}"
+            )
+        raw = self.base
+        for key, value in [*self.row_overrides(row).items(), *params.items()]:
+            raw = set_dotted(raw, key, value)
+        raw = set_dotted(raw, "name", f"{self.name}/{row}")
+        try:
+            return config_from_dict(raw, source=f"{self.source} row {row!r} params {params}")
+        except ConfigError as error:
+            raise SpecError(str(error)) from None
+
+    def point_config(self, point: dict[str, Any]) -> RunConfig:
+        """:meth:`trial_config` of a :meth:`grid_points` entry (its ``"row"`` plus params)."""
+        params = {key: value for key, value in point.items() if key != "row"}
+        return self.trial_config(point.get("row", DEFAULT_ROW), params)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """All trials of one pass of a grid study: rows x grid dimensions.
+
+        Each point is ``{"row": label, <dotted key>: value, ...}``. Order is stable: rows
+        in spec order outermost, then the grid dimensions in spec order, the last varying
+        fastest. Repetition by ``search.num_samples`` is the runner's job, not included.
+        Raises SpecError for ``algorithm: optuna``, whose trials are sampled, not listed.
+        """
+        if self.search.algorithm != "grid":
+            raise SpecError(
+                f"{self.source}: grid_points() is for search.algorithm grid, "
+                f"not {self.search.algorithm!r}"
+            )
+        keys = list(self.search_space)
+        value_lists = [self.search_space[key].values for key in keys]
+        return [
+            {"row": row, **dict(zip(keys, combination, strict=True))}
+            for row in self.row_labels()
+            for combination in itertools.product(*value_lists)
+        ]
+
+    def classifier_configs(self) -> list[RunConfig]:
+        """The distinct configs that determine f, one per :func:`classifier_key`, in the
+        order first met: over all grid points for ``grid``, the base+row for ``optuna``
+        (where no dimension may touch ``classifier.*`` / ``data.*``)."""
+        if self.search.algorithm == "grid":
+            configs = [self.point_config(point) for point in self.grid_points()]
+        else:
+            configs = [self.trial_config(row, {}) for row in self.row_labels()]
+        distinct: dict[str, RunConfig] = {}
+        for config in configs:
+            distinct.setdefault(classifier_key(config), config)
+        return list(distinct.values())
+
+    def storage_path(self) -> str:
+        """Ray Tune's ``storage_path``: a URI as written, or a local path made absolute
+        against the current working directory. Trials go under ``<storage>/<name>``."""
+        if is_uri(self.storage):
+            return self.storage
+        return str(Path(self.storage).expanduser().resolve())
+
+    def is_remote_storage(self) -> bool:
+        """True for a URI other than ``file://`` (S3, GCS, ...)."""
+        return is_remote_uri(self.storage)
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: as given, else ``sqlite:///<absolute storage>/mlflow.db``.
+
+        SQLite on a network file system is unsafe with concurrent writers; on a cluster
+        give an MLflow server (ray_cluster.yaml starts one on the head node).
+        """
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        storage = self.storage_path()
+        if storage.startswith("file://"):
+            storage = storage.removeprefix("file://")
+        return f"sqlite:///{storage.rstrip('/')}/mlflow.db"
+
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``mlflow.experiment`` or the spec name."""
+        return self.mlflow.experiment or self.name
+
+    def diff_keys(self) -> list[str]:
+        """Dotted config keys that vary across trials: search-space keys in spec order, then
+        keys set by any row in order of first appearance (for per-trial tables)."""
+        keys = list(self.search_space)
+        for overrides in (self.rows or {}).values():
+            keys.extend(key for key in overrides if key not in keys)
+        return keys
+
+
+def is_uri(storage: str) -> bool:
+    """True when ``storage`` has a scheme (``s3://``, ``gs://``, ``file://``...)."""
+    return bool(_URI_SCHEME.match(storage))
+
+
+def is_remote_uri(storage: str) -> bool:
+    """True for a URI other than ``file://`` (S3, GCS, ...): not a path on this machine."""
+    return is_uri(storage) and not storage.startswith("file://")
+
+
+def classifier_key(config: RunConfig) -> str:
+    """Content hash (first 16 hex chars of sha256) of exactly the fields that determine f.
+
+    In: ``data.*`` (which images, the split, resize/crop, normalisation: f's inputs and
+    training set), ``classifier.*`` (architecture, init, optimiser, schedule and
+    ``classifier.seed``, which alone seeds f's training), ``deterministic`` (changes the
+    kernels, so f's weights). Out: ``data.num_workers`` (loaders are seeded per sample, so
+    the worker count does not change the data), ``classifier.checkpoint`` (a file to load
+    *instead of* training: it names where an f is, not what it is), ``mask.*`` and
+    ``selection.*`` (only g and its checkpoint choice), ``seed`` (the run seed: g's init and
+    data order, not f's), ``name``, and ``device`` (placement: ``auto`` resolves per node,
+    and f trained on CPU or GPU is treated as the same f). Fields added to ``data`` or
+    ``classifier`` later are in by default. Paths are hashed as written (not resolved).
+    """
+    dumped = config.model_dump(mode="json")
+    content = {
+        "version": _CLASSIFIER_KEY_VERSION,
+        "data": {key: value for key, value in dumped["data"].items() if key != "num_workers"},
+        "classifier": {
+            key: value for key, value in dumped["classifier"].items() if key != "checkpoint"
+        },
+        "deterministic": dumped["deterministic"],
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path) -> Study:
+    """Read and validate a study spec YAML file; SpecError names the file and each bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"study spec not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"study spec {path} is not valid YAML: {error}") from None
+    return spec_from_dict(raw, source=path)
+
+
+def spec_from_dict(raw: Any, source: str | Path = "<dict>") -> Study:
+    """Validate a parsed spec mapping into a :class:`Study` (``source`` names it in errors).
+
+    Raises SpecError listing every problem, one ``<dotted field path>: <what is expected>``
+    line each, under a header naming ``source``.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"invalid study spec ({source}): expected a mapping, got {type(raw).__name__}"
+        )
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(_format(source, _pydantic_problems(error))) from None
+    problems, search_space = _check(spec)
+    if problems:
+        raise SpecError(_format(source, problems))
+    fields = {name: getattr(spec, name) for name in StudySpec.model_fields}
+    fields["search_space"] = search_space
+    return Study(**fields, source=Path(source))
+
+
+def _format(source: str | Path, problems: list[str]) -> str:
+    return "\n".join([f"invalid study spec ({source}):", *(f"  {line}" for line in problems)])
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        got_text = (
+            ""
+            if isinstance(got, dict | list) or item["type"] == "value_error"
+            else f" (got {got!r})"
+        )
+        problems.append(f"{path}: {message}{got_text}")
+    return problems
+
+
+@functools.cache
+def _leaf_annotations() -> dict[str, Any]:
+    """Dotted leaf path of RunConfig -> its annotation."""
+    leaves: dict[str, Any] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+            else:
+                leaves[f"{prefix}{name}"] = annotation
+
+    walk(RunConfig, "")
+    return leaves
+
+
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` is not a settable leaf of RunConfig, or None."""
+    if key == "name":
+        return "'name' is set per trial to '<study name>/<row>'; it cannot be overridden"
+    try:
+        # set_dotted's message lists the valid neighbours of an unknown key, and refuses
+        # a section given a non-mapping value.
+        set_dotted({}, key, 0)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def _config_problems(raw: dict[str, Any], label: str) -> list[str]:
+    """The per-field lines of config_from_dict's error for ``raw`` (empty when valid)."""
+    try:
+        config_from_dict(raw, source=label)
+    except ConfigError as error:
+        lines = str(error).splitlines()
+        return [line.strip().replace(": Value error, ", ": ") for line in lines[1:]] or lines
+    return []
+
+
+def _check(spec: StudySpec) -> tuple[list[str], dict[str, Dimension]]:
+    """The rules that span fields; returns (problems, search space with typed values)."""
+    problems = [f"base.{line}" for line in _config_problems(spec.base, "base")]
+    if problems:
+        # Everything below builds on the base config.
+        return problems, spec.search_space
+
+    row_raws: dict[str, dict[str, Any]] = {}
+    for label, overrides in (spec.rows or {DEFAULT_ROW: {}}).items():
+        raw = spec.base
+        row_ok = True
+        for key, value in overrides.items():
+            problem = _key_problem(key)
+            if problem:
+                problems.append(f"rows.{label}.{key}: {problem}")
+                row_ok = False
+                continue
+            raw = set_dotted(raw, key, value)
+        if row_ok:
+            row_problems = _config_problems(raw, f"row {label}")
+            problems.extend(f"rows.{label}.{line}" for line in row_problems)
+            if not row_problems:
+                row_raws[label] = raw
+                device = config_from_dict(raw).device
+                if device == "cuda" and spec.resources.gpu == 0:
+                    where = "base.device" if "device" not in overrides else f"rows.{label}.device"
+                    problems.append(
+                        f"{where}: 'cuda' needs resources.gpu > 0 "
+                        "(Ray hides GPUs from a trial that reserves none)"
+                    )
+
+    algorithm = spec.search.algorithm
+    row_keys = {key: label for label, overrides in (spec.rows or {}).items() for key in overrides}
+    leaves = _leaf_annotations()
+    typed_space: dict[str, Dimension] = {}
+    for key, dimension in spec.search_space.items():
+        where = f"search_space.{key}"
+        problem = _key_problem(key)
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        kind = dimension.kind
+        if key in row_keys:
+            problems.append(
+                f"{where}: also set by row {row_keys[key]!r}; a key is either a row override "
+                "or a search dimension, not both"
+            )
+        if key.startswith(CLASSIFIER_SECTIONS) and algorithm != "grid":
+            problems.append(
+                f"{where}.{kind}: a dimension over classifier.* or data.* needs "
+                "search.algorithm grid: every distinct classifier f is trained before any mask "
+                "trial, so its values must be enumerable up front"
+            )
+        elif algorithm == "grid" and kind != "grid":
+            problems.append(
+                f"{where}.{kind}: search.algorithm grid takes only grid dimensions; "
+                f"use search.algorithm optuna to sample {kind} dimensions"
+            )
+        elif algorithm == "optuna" and kind == "grid":
+            problems.append(
+                f"{where}.grid: search.algorithm optuna cannot take grid dimensions (Ray Tune's "
+                "OptunaSearch does not accept tune.grid_search); use choice instead"
+            )
+        if kind in ("uniform", "loguniform") and leaves[key] is not float:
+            problems.append(
+                f"{where}.{kind}: {key} is not a float field; list its values with "
+                f"{'grid' if algorithm == 'grid' else 'choice'} instead"
+            )
+            continue
+        # With every row broken (already reported), still check values against the base.
+        typed, value_problems = _typed_dimension(key, dimension, row_raws or {"base": spec.base})
+        problems.extend(value_problems)
+        typed_space[key] = typed
+
+    if algorithm == "optuna":
+        if spec.rows and len(spec.rows) > 1:
+            problems.append(
+                f"rows: search.algorithm optuna takes at most one row, got {len(spec.rows)}: "
+                "rows are enumerated like a grid, which Ray Tune's OptunaSearch cannot take; "
+                "use one spec per row or search.algorithm grid"
+            )
+        if not spec.search_space:
+            problems.append(
+                "search_space: search.algorithm optuna needs at least one choice, uniform "
+                "or loguniform dimension"
+            )
+
+    if spec.mlflow.tracking_uri is None and is_remote_uri(spec.storage):
+        problems.append(
+            f"mlflow.tracking_uri: required when storage is a remote URI ({spec.storage!r}); "
+            "e.g. http://127.0.0.1:5000 for the MLflow server on the Ray head node"
+        )
+    return problems, typed_space
+
+
+def _typed_dimension(
+    key: str, dimension: Dimension, row_raws: dict[str, dict[str, Any]]
+) -> tuple[Dimension, list[str]]:
+    """Validate each value (or bound) of ``dimension`` by building every valid row's config
+    with it applied; return the dimension with values as the schema types them (YAML's
+    ``1e-4`` is a string until a float field reads it) and the problems found."""
+    kind = dimension.kind
+    listed = kind in ("grid", "choice")
+    candidates = dimension.values if listed else list(dimension.bounds or ())
+    problems: list[str] = []
+    typed_values: list[Any] = []
+    for index, value in enumerate(candidates):
+        place = f"search_space.{key}.{kind}[{index}]"
+        typed = value
+        for label, raw in row_raws.items():
+            trial_raw = set_dotted(raw, key, value)
+            value_problems = _config_problems(trial_raw, label)
+            if value_problems:
+                in_row = f" (with row {label!r})" if len(row_raws) > 1 else ""
+                detail = "; ".join(value_problems)
+                problems.append(
+                    f"{place}: value {value!r} is not valid for {key}{in_row}: {detail}"
+                )
+                break
+            typed = flatten_config(config_from_dict(trial_raw))[key]
+        typed_values.append(typed)
+    if problems or not listed:
+        return dimension, problems
+    if len({json.dumps(value, sort_keys=True) for value in typed_values}) < len(typed_values):
+        problems.append(
+            f"search_space.{key}.{kind}: values {dimension.values} repeat once typed as {key} "
+            "reads them; to repeat trials use search.num_samples"
+        )
+        return dimension, problems
+    return dimension.model_copy(update={kind: typed_values}), problems

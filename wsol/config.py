@@ -1,0 +1,272 @@
+"""The one typed, validated configuration schema.
+
+The same :class:`RunConfig` serves a single local run (``wsol train``), one trial of a
+study, and a study spec's base config. Every field a user may sweep is here, so any
+table of the paper is a config (or a spec over configs).
+
+Defaults are the paper's full-scale settings (CUB-200-2011, 224 px crops, pretrained
+ResNet18). CPU-scale settings live in ``configs/synthetic_cpu.yaml``.
+
+Overrides use dotted paths (``mask.lam=0.5``); unknown keys are rejected and values are
+type-checked by the schema, so a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+
+
+class StrictModel(BaseModel):
+    """Base: unknown fields are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where the images are and how they are read and transformed."""
+
+    root: Path = Field(Path("data/CUB_200_2011"), description="Dataset folder.")
+    format: Literal["cub"] = Field("cub", description="Directory layout of `root`.")
+    resize: int = Field(256, ge=8, description="Images are resized to resize x resize px.")
+    crop: int = Field(224, ge=32, description="Then cropped to crop x crop px (multiple of 32).")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of each class's training images held out."
+    )
+    split_seed: int = Field(0, description="Seed of the train/validation carve (not the run seed).")
+    normalization: Literal["imagenet", "per_image"] = Field(
+        "imagenet",
+        description="'imagenet': fixed ImageNet mean/std (pretrained nets); "
+        "'per_image': each image standardised by its own mean/std (from-scratch nets).",
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_divisible_by_32(cls, crop: int) -> int:
+        if crop % 32:
+            raise ValueError(f"must be a multiple of 32 (g downsamples 5 times), got {crop}")
+        return crop
+
+
+class ClassifierConfig(StrictModel):
+    """The image classifier f (Method I) and how it is trained (paper's defaults)."""
+
+    backbone: BackboneName = "resnet18"
+    pretrained: bool = Field(True, description="Start from torchvision's ImageNet weights.")
+    weights_path: Path | None = Field(None, description="Local backbone weights file (.pth).")
+    small_input_stem: bool = Field(
+        False,
+        description="3x3 stride-2 first conv, no max-pool: keeps 32-96 px inputs' "
+        "feature maps large enough for CAM.",
+    )
+    checkpoint: Path | None = Field(
+        None, description="A trained classifier (classifier.pt) to load instead of training one."
+    )
+    seed: int = Field(
+        0,
+        description="Seed of f's training, apart from the run seed, so a seed sweep of g "
+        "reuses one f; sweep classifier.seed to retrain f per seed.",
+    )
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(200, ge=1)
+    lr_step: int = Field(
+        80, ge=1, description="The learning rate is multiplied by lr_gamma every lr_step epochs."
+    )
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+
+
+class MaskConfig(StrictModel):
+    """The mask generator g, the loss of Eq. 1 and how g is trained."""
+
+    encoder: BackboneName = "resnet18"
+    pretrained: bool = True
+    weights_path: Path | None = None
+    lam: float = Field(1.0, ge=0, description="lambda, the weight of the L1 regularizer R.")
+    reg: bool = Field(True, description="Use R = mean L1 of M (Fig. 8 ablation: false).")
+    ce: bool = Field(True, description="Use D = CE(f(I), f(I*M)).")
+    apply_to: Literal["normalized", "raw"] = Field(
+        "normalized",
+        description="'normalized': I*M multiplies the normalised image, so a masked-out pixel "
+        "becomes the normalisation mean ('no information' for f); 'raw': multiplies [0,1] "
+        "pixels, so a masked-out pixel becomes black, then normalises.",
+    )
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1e-4, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(100, ge=1)
+
+
+class SelectionConfig(StrictModel):
+    """Early stopping: the epoch of maximal mean validation S-score (Eq. 6), with our guard."""
+
+    threshold: float = Field(0.1, gt=0, lt=1, description="tau = threshold * max(M) (Eq. 5).")
+    skip_degenerate: bool = Field(
+        True,
+        description="Our guard, not the paper's: epochs whose mean predicted box covers more "
+        "than max_box_fraction of the image are not selectable (Eq. 6 is 1.0 for such maps).",
+    )
+    max_box_fraction: float = Field(0.9, gt=0, le=1)
+    num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
+
+
+class RunConfig(StrictModel):
+    """A whole run: data, f, g, selection, and the run's seed and device."""
+
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = Field(
+        False, description="torch deterministic algorithms (slower on GPU)."
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    mask: MaskConfig = Field(default_factory=MaskConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file/field and the fix."""
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {path}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a nested dict into a :class:`RunConfig`; errors name each bad field path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"invalid config ({source}): expected a mapping, got {type(raw).__name__}"
+        )
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file, apply dotted ``key=value`` overrides, validate.
+
+    Relative ``data.root`` / weight paths stay relative to the working directory, as
+    typed on a command line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    raw = apply_overrides(raw, overrides or [], source=str(path))
+    return config_from_dict(raw, source=str(path))
+
+
+def _known_paths(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
+    """Dotted path -> sub-model class for nested models, None for leaves."""
+    paths: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths[dotted] = annotation
+            paths.update(_known_paths(annotation, f"{dotted}."))
+        else:
+            paths[dotted] = None
+    return paths
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Return a copy of nested ``raw`` with ``dotted`` set to ``value``.
+
+    Raises ConfigError for a path that is not a field of :class:`RunConfig` (with the
+    closest valid names), so ``mask.lamda=0.5`` cannot silently do nothing.
+    """
+    known = _known_paths(RunConfig)
+    if dotted not in known:
+        parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+        siblings = sorted(
+            path for path in known if (path.rsplit(".", 1)[0] if "." in path else "") == parent
+        )
+        raise ConfigError(
+            f"unknown config key {dotted!r}; valid keys here: {', '.join(siblings) or '(none)'}"
+        )
+    if known[dotted] is not None and not isinstance(value, dict):
+        raise ConfigError(
+            f"{dotted!r} is a section; set one of its fields, e.g. {dotted}.<field>=..."
+        )
+    result = _deep_copy(raw)
+    node = result
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{part!r} in {dotted!r} must be a mapping, got {child!r}")
+        node = child
+    node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deep_copy(val) if isinstance(val, dict) else val for key, val in raw.items()}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'mask.lam=0.5'`` -> ``('mask.lam', 0.5)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. mask.lam=0.5")
+    key, value_text = text.split("=", 1)
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    return key.strip(), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "<overrides>") -> dict:
+    """Apply ``key=value`` strings to a raw config dict; types are checked on validation."""
+    for text in overrides:
+        key, value = parse_override(text)
+        raw = set_dotted(raw, key, value)
+    # Validate now so a bad override is reported as such, not as a bad file.
+    config_from_dict(raw, source=f"{source} with overrides {overrides}")
+    return raw
+
+
+def flatten_config(config: RunConfig) -> dict[str, Any]:
+    """Dotted-name -> leaf value (paths as str), e.g. for MLflow params and spec diffs."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(config.model_dump(mode="json"), "")
+    return flat
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    """The resolved config as YAML (what a run folder stores as config.yaml)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,198 @@
+"""Single-run local mode: train f (or load it), train g, write a run folder.
+
+The run folder::
+
+    config.yaml              the resolved config
+    classifier/classifier.pt f (unless config.classifier.checkpoint points at one)
+    classifier/metrics.jsonl f's per-epoch validation metrics
+    metrics.jsonl            g's per-epoch validation metrics (val_s_score first)
+    selected.pt              g at the selected epoch (max S among selectable epochs)
+    last.pt                  g at the last finished epoch (what --resume continues from)
+    selection.json           the selected epoch, its S-score, excluded epochs and why
+    weight_maps.png          g's maps on fixed validation images over epochs (Fig. 4)
+
+Never reads the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsol.config import RunConfig, config_to_yaml
+from wsol.data import WsolDataset, build_transform, read_training_splits
+from wsol.localize import Box
+from wsol.train import (
+    EpochReport,
+    SaveCheckpoint,
+    Selection,
+    load_classifier,
+    load_mask_state,
+    resolve_device,
+    save_classifier,
+    selection_score,
+    train_classifier,
+    train_mask,
+)
+from wsol.viz import weight_map_evolution
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LocalRunResult:
+    out_dir: Path
+    selection: Selection
+    history: list[dict[str, Any]]
+    classifier_path: Path
+
+
+def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    parts = [f"S={metrics['val_s_score']:.3f}"]
+    if "val_gt_known_loc" in metrics:
+        parts.append(f"val GT-known loc={metrics['val_gt_known_loc']:.1f}%")
+    parts.append(f"mask mean={metrics['val_mask_mean']:.3f}")
+    parts.append(f"box={metrics['val_box_fraction']:.0%} of image")
+    parts.append(f"loss={metrics['train_loss']:.4f}")
+    return "  ".join(parts)
+
+
+def tracked_validation_images(
+    config: RunConfig, dataset: WsolDataset, count: int
+) -> tuple[list[np.ndarray], list[list[Box]]]:
+    """The first ``count`` validation crops (uint8 HxWx3) and their ground-truth boxes."""
+    images, boxes = [], []
+    for index in range(min(count, len(dataset))):
+        item = dataset[index]
+        images.append((item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        boxes.append([tuple(int(v) for v in box) for box in item["boxes"].tolist()])
+    return images, boxes
+
+
+def run_local(
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Log = print,
+) -> LocalRunResult:
+    """Train f then g as ``config`` says; write the run folder described above."""
+    out_dir = Path(out_dir)
+    last_path = out_dir / "last.pt"
+    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+        raise FileExistsError(
+            f"run folder {out_dir} is not empty; pass --resume to continue it or choose --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(config_to_yaml(config))
+    device = resolve_device(config.device)
+    splits = read_training_splits(config.data)
+    log(
+        f"data: {config.data.root} ({len(splits.class_names)} classes, "
+        f"{len(splits.train)} train / {len(splits.val)} validation images; test split not read)"
+    )
+    log(f"device: {device}")
+
+    classifier_path = _classifier(config, splits, out_dir, progress, log)
+    classifier, _ = load_classifier(classifier_path, device)
+
+    resume_state = None
+    metrics_path = out_dir / "metrics.jsonl"
+    if resume and last_path.is_file():
+        resume_state = load_mask_state(last_path)
+        log(f"resuming g from {last_path} after epoch {resume_state['epoch']}")
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in resume_state["history"]))
+    else:
+        metrics_path.write_text("")
+
+    best_key = max(
+        (
+            selection_score(r["val_s_score"], not r["excluded_reason"])
+            for r in (resume_state or {}).get("history", [])
+        ),
+        default=-np.inf,
+    )
+    started = time.perf_counter()
+
+    def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
+        nonlocal best_key
+        row = {"epoch": report.epoch, **report.metrics, "excluded_reason": report.excluded_reason}
+        _append_jsonl(metrics_path, row)
+        save(last_path)
+        key = report.metrics["selection_score"]
+        marker = ""
+        if key > best_key:
+            best_key = key
+            save(out_dir / "selected.pt")
+            marker = "  <- best so far"
+        note = f"  [{report.excluded_reason}]" if report.excluded_reason else ""
+        log(
+            f"g epoch {report.epoch:>3}/{config.mask.epochs}  {_format_metrics(report.metrics)}"
+            f"  ({time.perf_counter() - started:.0f}s){marker}{note}"
+        )
+
+    log(
+        f"training g ({config.mask.encoder}, lambda={config.mask.lam}, reg={config.mask.reg}, "
+        f"{config.mask.epochs} epochs)"
+    )
+    result = train_mask(
+        config, classifier, splits, on_epoch, resume_state=resume_state, progress=progress
+    )
+    selection = result.selection
+    (out_dir / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
+    val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
+    images, gt_boxes = tracked_validation_images(config, val_set, config.selection.num_visualized)
+    if images:
+        weight_map_evolution(
+            out_dir / "weight_maps.png",
+            images,
+            gt_boxes,
+            result.visuals,
+            selection.epoch,
+            excluded_epochs=list(selection.excluded),
+            title=f"{config.name}: weight maps on validation images",
+        )
+    log(selection.describe())
+    log(f"run folder: {out_dir}")
+    return LocalRunResult(out_dir, selection, result.history, classifier_path)
+
+
+def _classifier(config: RunConfig, splits: Any, out_dir: Path, progress: bool, log: Log) -> Path:
+    if config.classifier.checkpoint is not None:
+        log(f"classifier: loading {config.classifier.checkpoint}")
+        return Path(config.classifier.checkpoint)
+    path = out_dir / "classifier" / "classifier.pt"
+    if path.is_file():
+        log(f"classifier: reusing {path}")
+        return path
+    metrics_path = path.parent / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text("")
+    cfg = config.classifier
+    log(f"training f ({cfg.backbone}, {cfg.epochs} epochs)")
+    started = time.perf_counter()
+
+    def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
+        _append_jsonl(metrics_path, {"epoch": report.epoch, **report.metrics})
+        metrics = report.metrics
+        log(
+            f"f epoch {report.epoch:>3}/{cfg.epochs}  val top-1={metrics['val_top1_cls']:.1f}%  "
+            f"val loss={metrics['val_loss']:.3f}  train loss={metrics['train_loss']:.3f}  "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+
+    classifier, history = train_classifier(config, splits, on_epoch, progress=progress)
+    save_classifier(path, classifier, config, splits.class_names, history)
+    return path

@@ -1,0 +1,358 @@
+"""Localization metrics: IoU, GT-known / top-1 localization, top-1 classification, PxAP.
+
+Modelled on the evaluation protocol of Choe et al. (CVPR 2020, clovaai/wsolevaluation):
+boxes are inclusive ``(x0, y0, x1, y1)`` pixel boxes (areas count ``+1`` on each side),
+and evaluators are built with the ground truth keyed by image id, fed one score map at a
+time with ``accumulate(score_map, image_id, ...)``, then read with ``compute()``.
+All accuracies are percentages in [0, 100].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsol.localize import Box, box_from_map, check_score_map
+
+
+def _as_box_array(boxes: np.ndarray | Sequence[Box], name: str) -> np.ndarray:
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.ndim == 1 and array.size == 0:
+        array = array.reshape(0, 4)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) of (x0, y0, x1, y1); got {array.shape}")
+    bad = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(
+            f"{name}[{index}] = {tuple(array[index].tolist())} is not an (x0, y0, x1, y1) box: "
+            "need x1 >= x0 and y1 >= y0"
+        )
+    return array
+
+
+def iou_matrix(
+    boxes_a: np.ndarray | Sequence[Box], boxes_b: np.ndarray | Sequence[Box]
+) -> np.ndarray:
+    """Pairwise IoU of inclusive pixel boxes.
+
+    Args:
+        boxes_a: (N, 4) boxes (x0, y0, x1, y1), x1 >= x0 and y1 >= y0.
+        boxes_b: (M, 4) boxes, same convention.
+
+    Returns:
+        (N, M) float64 array in [0, 1]; entry (i, j) is IoU(boxes_a[i], boxes_b[j]) with
+        areas ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
+
+    Raises:
+        ValueError: on a wrong shape or a box with x1 < x0 or y1 < y0.
+    """
+    a = _as_box_array(boxes_a, "boxes_a")[:, None, :]
+    b = _as_box_array(boxes_b, "boxes_b")[None, :, :]
+    inter_w = np.maximum(
+        0.0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    )
+    inter_h = np.maximum(
+        0.0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    )
+    intersection = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return intersection / (area_a + area_b - intersection)
+
+
+def iou(box_a: Box, box_b: Box) -> float:
+    """IoU of two inclusive pixel boxes (x0, y0, x1, y1), in [0, 1]; 0.0 when disjoint.
+
+    Raises:
+        ValueError: if either box has x1 < x0 or y1 < y0.
+    """
+    return float(iou_matrix([box_a], [box_b])[0, 0])
+
+
+def top1_accuracy(
+    predicted: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray
+) -> float:
+    """Percentage of positions where the predicted class equals the label, in [0, 100].
+
+    Raises:
+        ValueError: if the sequences are empty or differ in length.
+    """
+    predicted_array = np.asarray(predicted).reshape(-1)
+    label_array = np.asarray(labels).reshape(-1)
+    if predicted_array.shape != label_array.shape:
+        raise ValueError(
+            f"predicted and labels differ in length: {predicted_array.size} vs {label_array.size}"
+        )
+    if predicted_array.size == 0:
+        raise ValueError("top-1 accuracy of no predictions is undefined")
+    return float((predicted_array == label_array).mean() * 100.0)
+
+
+@dataclass(frozen=True)
+class LocalizationRecord:
+    """One accumulated image, kept for figures.
+
+    Attributes:
+        image_id: the image's key in the ground truth.
+        box: the predicted box (:func:`wsol.localize.box_from_map`).
+        best_iou: the highest IoU of that box with any ground-truth box, in [0, 1].
+        gt_known: ``best_iou >= iou_threshold``.
+        correct_cls: whether the predicted label matched; None when no label was given.
+    """
+
+    image_id: str
+    box: Box
+    best_iou: float
+    gt_known: bool
+    correct_cls: bool | None
+
+
+class LocalizationEvaluator:
+    """GT-known localization, top-1 localization and top-1 classification accuracy.
+
+    An image is GT-known correct when the box from its map has IoU >= ``iou_threshold``
+    with any of its ground-truth boxes, top-1 cls correct when the predicted label equals
+    its label, and top-1 loc correct when both hold. Either every ``accumulate`` call
+    passes ``predicted_label`` or none does.
+
+    Args:
+        gt_boxes: image id -> one or more inclusive ground-truth boxes, in the pixel
+            coordinates of the score maps that will be accumulated.
+        gt_labels: image id -> class index; needed only to pass ``predicted_label``.
+        threshold: box threshold, a fraction of each map's maximum (see ``box_from_map``).
+        iou_threshold: minimum IoU for a correct box, in [0, 1].
+
+    Raises:
+        ValueError: if an image has no ground-truth box, a box is malformed, or a
+            threshold is outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        gt_boxes: Mapping[str, Sequence[Box]],
+        gt_labels: Mapping[str, int] | None = None,
+        threshold: float = 0.1,
+        iou_threshold: float = 0.5,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1]; got {threshold}")
+        if not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must lie in [0, 1]; got {iou_threshold}")
+        self._gt_boxes: dict[str, np.ndarray] = {}
+        for image_id, boxes in gt_boxes.items():
+            array = _as_box_array(boxes, f"gt_boxes[{image_id!r}]")
+            if len(array) == 0:
+                raise ValueError(f"gt_boxes[{image_id!r}] holds no box; every image needs one")
+            self._gt_boxes[image_id] = array
+        self._gt_labels = dict(gt_labels) if gt_labels is not None else None
+        self.threshold = threshold
+        self.iou_threshold = iou_threshold
+        self.records: list[LocalizationRecord] = []
+        self._seen: set[str] = set()
+
+    def accumulate(
+        self, score_map: np.ndarray, image_id: str, predicted_label: int | None = None
+    ) -> LocalizationRecord:
+        """Score one map and remember the outcome.
+
+        Args:
+            score_map: (H, W) float map in [0, 1], in the ground truth's pixel coordinates.
+            image_id: a key of ``gt_boxes``, not accumulated before.
+            predicted_label: the classifier's top-1 class for this image, or None.
+
+        Returns:
+            The record appended to ``records``.
+
+        Raises:
+            KeyError: for an image id without ground truth (box, or label when
+                ``predicted_label`` is given).
+            ValueError: for an invalid map, an id accumulated twice, or mixing calls with
+                and without ``predicted_label``.
+        """
+        if image_id not in self._gt_boxes:
+            raise KeyError(f"image id {image_id!r} has no ground-truth boxes")
+        if image_id in self._seen:
+            raise ValueError(f"image id {image_id!r} was already accumulated")
+        if self.records and (self.records[0].correct_cls is None) != (predicted_label is None):
+            raise ValueError(
+                f"image id {image_id!r}: predicted_label must be given for every image or for none"
+            )
+        correct_cls: bool | None = None
+        if predicted_label is not None:
+            if self._gt_labels is None:
+                raise ValueError(
+                    f"image id {image_id!r}: predicted_label given but the evaluator has no "
+                    "gt_labels"
+                )
+            if image_id not in self._gt_labels:
+                raise KeyError(f"image id {image_id!r} has no ground-truth label")
+            correct_cls = int(predicted_label) == int(self._gt_labels[image_id])
+        box = box_from_map(score_map, self.threshold)
+        best_iou = float(iou_matrix([box], self._gt_boxes[image_id]).max())
+        record = LocalizationRecord(
+            image_id=image_id,
+            box=box,
+            best_iou=best_iou,
+            gt_known=best_iou >= self.iou_threshold,
+            correct_cls=correct_cls,
+        )
+        self.records.append(record)
+        self._seen.add(image_id)
+        return record
+
+    def compute(self) -> dict[str, float]:
+        """Accuracies over the accumulated images, in percent.
+
+        Returns:
+            ``gt_known_loc`` and ``count`` (the number of images); plus ``top1_loc`` and
+            ``top1_cls`` when predicted labels were accumulated.
+
+        Raises:
+            ValueError: if nothing was accumulated.
+        """
+        if not self.records:
+            raise ValueError("no score map was accumulated; nothing to compute")
+        count = len(self.records)
+        gt_known = np.array([r.gt_known for r in self.records])
+        result = {"gt_known_loc": float(gt_known.mean() * 100.0)}
+        if self.records[0].correct_cls is not None:
+            correct_cls = np.array([bool(r.correct_cls) for r in self.records])
+            result["top1_loc"] = float((gt_known & correct_cls).mean() * 100.0)
+            result["top1_cls"] = float(correct_cls.mean() * 100.0)
+        result["count"] = float(count)
+        return result
+
+
+def _check_mask(mask: np.ndarray, image_id: str) -> np.ndarray:
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask of image {image_id!r} must be 2-D (H, W); got shape {array.shape}")
+    if array.dtype != np.bool_:
+        values = np.unique(array)
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(
+                f"mask of image {image_id!r} must be boolean or hold only 0 and 1; found "
+                f"values {values[:10].tolist()}"
+            )
+    return array.astype(bool)
+
+
+class PxAPEvaluator:
+    """Pixel average precision: the area under the pixel-wise precision-recall curve.
+
+    Follows wsolevaluation's ``MaskEvaluator``: scores are binned with right edges
+    ``[0, 1/T, ..., 1 - 1/T, 1, 2, 3]`` (T = ``num_thresholds``), so a score of exactly
+    1.0 lands in ``[1, 2)``; foreground and background histograms are summed over all
+    accumulated images, and precision and recall are taken at every bin edge from the
+    top down (the paper's Eq. 7-8).
+
+    Args:
+        gt_masks: image id -> (H, W) foreground mask, bool or 0/1.
+        num_thresholds: T, the number of score thresholds in [0, 1).
+
+    Raises:
+        ValueError: for a mask that is not 2-D or holds values other than 0/1, or
+            ``num_thresholds < 1``.
+    """
+
+    def __init__(self, gt_masks: Mapping[str, np.ndarray], num_thresholds: int = 100) -> None:
+        if num_thresholds < 1:
+            raise ValueError(f"num_thresholds must be >= 1; got {num_thresholds}")
+        self._gt_masks = {
+            image_id: _check_mask(mask, image_id) for image_id, mask in gt_masks.items()
+        }
+        self.num_thresholds = num_thresholds
+        self.thresholds = np.arange(0, 1, 1 / num_thresholds)
+        self._bin_edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
+        self._fg_hist = np.zeros(len(self._bin_edges) - 1, dtype=np.float64)
+        self._bg_hist = np.zeros(len(self._bin_edges) - 1, dtype=np.float64)
+        self._seen: set[str] = set()
+
+    def accumulate(self, score_map: np.ndarray, image_id: str) -> None:
+        """Add one map's foreground and background score histograms.
+
+        Args:
+            score_map: (H, W) float map in [0, 1], the same shape as the image's mask.
+            image_id: a key of ``gt_masks``, not accumulated before.
+
+        Raises:
+            KeyError: for an image id without a mask.
+            ValueError: for an invalid map, a shape mismatch (naming the id and both
+                shapes) or an id accumulated twice.
+        """
+        if image_id not in self._gt_masks:
+            raise KeyError(f"image id {image_id!r} has no ground-truth mask")
+        if image_id in self._seen:
+            raise ValueError(f"image id {image_id!r} was already accumulated")
+        score_map = check_score_map(score_map)
+        mask = self._gt_masks[image_id]
+        if score_map.shape != mask.shape:
+            raise ValueError(
+                f"image {image_id!r}: score map shape {score_map.shape} differs from mask "
+                f"shape {mask.shape}"
+            )
+        self._fg_hist += np.histogram(score_map[mask], bins=self._bin_edges)[0]
+        self._bg_hist += np.histogram(score_map[~mask], bins=self._bin_edges)[0]
+        self._seen.add(image_id)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pixel precision-recall curve over the accumulated images.
+
+        Returns:
+            ``(precision, recall, thresholds)``, each of shape (T + 2,), ordered by
+            decreasing threshold: entry i is for predicting foreground where
+            ``score >= thresholds[i]``, with thresholds ``[2, 1, 1 - 1/T, ..., 0]``.
+            Precision is 0 where nothing is predicted; recall is non-decreasing, ending
+            at 1.
+
+        Raises:
+            ValueError: if nothing was accumulated or no foreground pixel was seen.
+        """
+        if not self._seen:
+            raise ValueError("no score map was accumulated; nothing to compute")
+        num_fg = self._fg_hist.sum()
+        if num_fg == 0:
+            raise ValueError("the accumulated masks hold no foreground pixel; PxAP is undefined")
+        tp = self._fg_hist[::-1].cumsum()
+        fp = self._bg_hist[::-1].cumsum()
+        predicted = tp + fp
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = tp / num_fg
+        return precision, recall, self._bin_edges[:-1][::-1].copy()
+
+    def compute(self) -> dict[str, float]:
+        """``{"pxap": area under the PR curve in percent, in [0, 100]}``.
+
+        Raises:
+            ValueError: if nothing was accumulated or no foreground pixel was seen.
+        """
+        precision, recall, _ = self.curve()
+        return {"pxap": float((precision[1:] * np.diff(recall)).sum() * 100.0)}
+
+
+def pxap(
+    score_maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], num_thresholds: int = 100
+) -> float:
+    """PxAP in percent of maps against their masks, pooled over all pairs.
+
+    Args:
+        score_maps: (H_i, W_i) float maps in [0, 1].
+        masks: matching (H_i, W_i) bool or 0/1 masks, same length as ``score_maps``.
+        num_thresholds: number of score thresholds in [0, 1).
+
+    Raises:
+        ValueError: if the sequences differ in length or as :class:`PxAPEvaluator`.
+    """
+    if len(score_maps) != len(masks):
+        raise ValueError(
+            f"score_maps and masks differ in length: {len(score_maps)} vs {len(masks)}"
+        )
+    evaluator = PxAPEvaluator(
+        {str(index): mask for index, mask in enumerate(masks)}, num_thresholds=num_thresholds
+    )
+    for index, score_map in enumerate(score_maps):
+        evaluator.accumulate(score_map, str(index))
+    return evaluator.compute()["pxap"]
