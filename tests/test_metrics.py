@@ -166,7 +166,7 @@ def test_localization_evaluator_refuses_predicted_label_without_gt_labels() -> N
 
 
 def test_localization_evaluator_refuses_image_without_ground_truth_box() -> None:
-    with pytest.raises(ValueError, match="'empty' holds no box"):
+    with pytest.raises(ValueError, match=r"\['empty'\] holds no box"):
         LocalizationEvaluator({"empty": []})
 
 

@@ -115,9 +115,12 @@ class SelectionConfig(StrictModel):
     skip_degenerate: bool = Field(
         True,
         description="Our guard, not the paper's: epochs whose mean predicted box covers more "
-        "than max_box_fraction of the image are not selectable (Eq. 6 is 1.0 for such maps).",
+        "than max_box_fraction, or less than min_box_fraction, of the image are not "
+        "selectable (Eq. 6 is 1.0 for a map above tau everywhere, and for a map that is "
+        "empty but for one speck).",
     )
     max_box_fraction: float = Field(0.9, gt=0, le=1)
+    min_box_fraction: float = Field(0.01, ge=0, lt=1)
     num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
 
 

@@ -265,8 +265,9 @@ def exclusion_reason(metrics: dict[str, float], selection: SelectionConfig) -> s
     """Our guard (not the paper's): why this epoch may not be selected, or None.
 
     Eq. 6 is exactly 1.0 for a map above tau everywhere (one contour: the whole image),
-    which a fresh g and a lambda = 0 g both output; such an epoch would win max-S while
-    localizing nothing.
+    which a fresh g and a lambda = 0 g both output, and for a map that is empty but for a
+    single speck (a g whose batch-norm statistics have not settled yet); either would win
+    max-S while localizing nothing.
     """
     if not selection.skip_degenerate:
         return None
@@ -275,6 +276,11 @@ def exclusion_reason(metrics: dict[str, float], selection: SelectionConfig) -> s
         return (
             f"degenerate: mean predicted box covers {fraction:.1%} of the image "
             f"(> selection.max_box_fraction = {selection.max_box_fraction:.0%})"
+        )
+    if fraction < selection.min_box_fraction:
+        return (
+            f"degenerate: mean predicted box covers {fraction:.2%} of the image "
+            f"(< selection.min_box_fraction = {selection.min_box_fraction:.0%})"
         )
     return None
 
