@@ -2,6 +2,8 @@
 
     wsol synth OUT                      write a synthetic dataset in the CUB-200-2011 layout
     wsol train --config FILE [--set k=v]  single-run local mode: train f and g, select by S
+    wsol study SPEC [--address ADDR] [--resume] [--name NAME]
+                                        a grid or Optuna study on Ray Tune, logged to MLflow
 
 Ray, Optuna and MLflow are imported only by the commands that need them, so the
 single-run mode starts fast and works without a cluster.
@@ -78,6 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(option, action="store_true", help=text)
         else:
             train.add_argument(option, type=kind, help=text)
+
+    study = commands.add_parser(
+        "study",
+        help="run a study spec (grid or Optuna) on Ray Tune, logged to MLflow",
+        description="Run the trials of a study spec on a local Ray (default) or a Ray cluster "
+        "(--address): the classifier stage, then one mask trial per config, each reporting "
+        "its validation S-score every epoch. Writes <storage>/<name>/ and logs to MLflow. "
+        "Never reads the test split: score the selected checkpoints with `wsol evaluate`.",
+    )
+    study.add_argument("spec", type=Path, help="study spec YAML (see ablations/)")
+    study.add_argument(
+        "--address",
+        help="Ray cluster to join: 'auto' (on a cluster node) or 'ray://HOST:10001'; "
+        "default: start a local Ray on this machine",
+    )
+    study.add_argument(
+        "--resume", action="store_true", help="finish an interrupted study (finished trials stay)"
+    )
+    study.add_argument("--name", help="study name (default: the spec's name)")
+    study.add_argument(
+        "--skip-resource-check",
+        action="store_true",
+        help="start even if no current node fits one trial (an autoscaler will add one)",
+    )
     return parser
 
 
@@ -125,14 +151,44 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "synth": cmd_synth}
+def cmd_study(args: argparse.Namespace) -> int:
+    from study.runner import run_study
+    from study.spec import load_spec
+
+    outcome = run_study(
+        load_spec(args.spec),
+        address=args.address,
+        resume=args.resume,
+        name=args.name,
+        check_cluster=not args.skip_resource_check,
+    )
+    return 1 if any(s.status == "ERROR" for s in outcome.summaries) else 0
+
+
+COMMANDS = {"train": cmd_train, "synth": cmd_synth, "study": cmd_study}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed as one message, exit status 2."""
+    from study.errors import StudyError
+    from wsol.data import DatasetError
+    from wsol.models.backbones import WeightsUnavailableError
+
+    return (
+        ConfigError,
+        FileExistsError,
+        FileNotFoundError,
+        DatasetError,
+        WeightsUnavailableError,
+        StudyError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+    except _expected_errors() as error:
         print(f"wsol {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,222 @@
+"""Studies on a real local Ray: the classifier stage, mask trials, selection, resume,
+failures and the pre-flight checks. Trials are tiny (32 px, 1-3 epochs, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import mlflow
+import pytest
+import ray
+import torch
+from ray import tune
+from studies import copy_without_test_images, tiny_study
+
+from study.errors import StudyError
+from study.runner import checkpoint_rank, run_study, search_space
+from wsol.train import load_mask_state, select_epoch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _result_rows(trial_path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(trial_path, "result.json").read_text().splitlines()]
+
+
+def _children(tracking_uri: str, experiment: str) -> list[mlflow.entities.Run]:
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id])
+    return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+
+
+def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    data = copy_without_test_images(synthetic_root, tmp_path / "data")
+    study = tiny_study(data, tmp_path / "studies", **{"base.mask.epochs": 3})
+
+    outcome = run_study(study, log=lambda _: None)
+
+    assert sorted(s.row for s in outcome.summaries) == ["full", "no-reg"]
+    for summary in outcome.summaries:
+        assert summary.status == "TERMINATED", summary.error
+        rows = _result_rows(summary.path)
+        assert [row["epoch"] for row in rows] == [1, 2, 3]  # S reported every epoch
+        assert all(0.0 <= row["val_s_score"] <= 1.0 for row in rows)
+        history = [
+            {"epoch": r["epoch"], "val_s_score": r["val_s_score"], "excluded_reason": r["excluded"]}
+            for r in rows
+        ]
+        assert summary.selected_epoch == select_epoch(history).epoch
+        state = load_mask_state(Path(summary.selected_checkpoint) / "mask.pt")
+        assert state["epoch"] == summary.selected_epoch
+    # One f for both rows (same data and classifier sections), stored by content hash.
+    assert len(list((tmp_path / "studies" / "classifiers").iterdir())) == 1
+    manifest = json.loads(Path(outcome.manifest).read_text())
+    assert {t["trial_id"] for t in manifest["trials"]} == {s.trial_id for s in outcome.summaries}
+    children = _children(study.tracking_uri(), "tiny")
+    assert sorted(run.data.tags["row"] for run in children) == ["full", "no-reg"]
+
+
+def test_resume_reuses_classifier_and_does_not_rerun_finished_trials(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(synthetic_root, tmp_path / "studies")
+    first = run_study(study, log=lambda _: None)
+    lines: list[str] = []
+
+    second = run_study(study, resume=True, log=lines.append)
+
+    assert any("reusing" in line for line in lines)
+    assert not any("training resnet18" in line for line in lines)
+    for before, after in zip(first.summaries, second.summaries, strict=True):
+        assert after.trial_id == before.trial_id
+        assert len(_result_rows(after.path)) == 2  # no epoch trained twice
+    assert len(_children(study.tracking_uri(), "tiny")) == 2
+
+
+def test_existing_study_without_resume_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    study = tiny_study(synthetic_root, tmp_path / "studies", **{"rows": {"full": {}}})
+    run_study(study, log=lambda _: None)
+
+    with pytest.raises(StudyError, match=r"already exists.*--resume"):
+        run_study(study, log=lambda _: None)
+
+
+class _KillWorkerOnce(tune.Callback):
+    """Kill the trial's worker process (SIGKILL, as an OOM killer or a lost node would)
+    right after its first reported epoch."""
+
+    def __init__(self) -> None:
+        self.killed: list[int] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if not self.killed and result["epoch"] == 1:
+            self.killed.append(result["pid"])
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def test_killed_trial_worker_is_retried_from_its_checkpoint_with_the_same_result(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    spec = {"rows": {"full": {}}, "base.mask.epochs": 3, "base.deterministic": True}
+    reference = run_study(tiny_study(synthetic_root, tmp_path / "a", **spec), log=lambda _: None)
+    killer = _KillWorkerOnce()
+
+    retried = run_study(
+        tiny_study(synthetic_root, tmp_path / "b", **spec), callbacks=[killer], log=lambda _: None
+    )
+
+    assert killer.killed
+    (expected,) = reference.summaries
+    (summary,) = retried.summaries
+    assert summary.status == "TERMINATED", summary.error
+    rows = _result_rows(summary.path)
+    assert len({row["pid"] for row in rows}) == 2  # a second worker finished the trial
+    assert sorted({row["epoch"] for row in rows}) == [1, 2, 3]
+    assert summary.selected_epoch == expected.selected_epoch
+    assert summary.selected_s_score == pytest.approx(expected.selected_s_score, abs=1e-6)
+    # MLflow holds each epoch exactly once despite the retry.
+    (child,) = _children(tiny_study(synthetic_root, tmp_path / "b").tracking_uri(), "tiny")
+    history = mlflow.MlflowClient(
+        tiny_study(synthetic_root, tmp_path / "b").tracking_uri()
+    ).get_metric_history(child.info.run_id, "val_s_score")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def test_preflight_names_a_missing_dataset(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path / "nowhere", tmp_path / "studies")
+    with pytest.raises(StudyError, match=r"pre-flight: .*nowhere"):
+        run_study(study, log=lambda _: None)
+
+
+def test_preflight_refuses_gpu_trials_on_a_cluster_without_gpus(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(
+        synthetic_root, tmp_path / "studies", **{"resources.gpu": 0.25, "base.device": "auto"}
+    )
+    with pytest.raises(StudyError, match=r"gpu: 0.25.*pending forever"):
+        run_study(study, log=lambda _: None)
+
+
+def test_preflight_refuses_an_unreachable_tracking_server(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(
+        synthetic_root, tmp_path / "studies", **{"mlflow.tracking_uri": "http://127.0.0.1:9"}
+    )
+    with pytest.raises(StudyError, match=r"pre-flight: .*127\.0\.0\.1:9"):
+        run_study(study, log=lambda _: None)
+
+
+def test_optuna_study_samples_lambda_within_bounds_and_reports_the_objective(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(
+        synthetic_root,
+        tmp_path / "studies",
+        **{
+            "rows": {"full": {}},
+            "search_space": {"mask.lam": {"loguniform": [0.1, 10.0]}},
+            "search": {"algorithm": "optuna", "num_samples": 2, "seed": 3},
+            "trial_selection": {"metric": "val_gt_known_loc", "mode": "max"},
+        },
+    )
+    outcome = run_study(study, log=lambda _: None)
+
+    assert len(outcome.summaries) == 2
+    lams = [s.params["mask.lam"] for s in outcome.summaries]
+    assert all(0.1 <= lam <= 10.0 for lam in lams) and lams[0] != lams[1]
+    for summary in outcome.summaries:
+        rows = _result_rows(summary.path)
+        selected = next(r for r in rows if r["epoch"] == summary.selected_epoch)
+        assert summary.objective == selected["val_gt_known_loc"]  # at the S-selected epoch
+
+
+def test_checkpoint_rank_orders_like_select_epoch() -> None:
+    # Equal S: the earlier epoch wins, as in select_epoch; a higher S always wins.
+    assert checkpoint_rank(0.9, 2) > checkpoint_rank(0.9, 3)
+    assert checkpoint_rank(0.9 + 1e-6, 90) > checkpoint_rank(0.9, 1)
+
+
+def test_search_space_maps_rows_and_dimensions_to_tune_domains(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(
+        synthetic_root,
+        tmp_path,
+        **{"search_space": {"seed": {"grid": [0, 1]}, "mask.lam": {"grid": [0.5, 1.0]}}},
+    )
+    space = search_space(study)
+    assert space["row"] == {"grid_search": ["full", "no-reg"]}
+    assert space["seed"] == {"grid_search": [0, 1]}
+    assert space["mask.lam"] == {"grid_search": [0.5, 1.0]}
+
+    sampled = search_space(
+        tiny_study(
+            synthetic_root,
+            tmp_path,
+            **{
+                "rows": {"full": {}},
+                "search": {"algorithm": "optuna", "num_samples": 4},
+                "search_space": {
+                    "mask.lam": {"loguniform": [0.1, 10.0]},
+                    "mask.encoder": {"choice": ["resnet18", "resnet34"]},
+                },
+            },
+        )
+    )
+    assert sampled["row"] == "full"
+    assert (sampled["mask.lam"].lower, sampled["mask.lam"].upper) == (0.1, 10.0)
+    assert sampled["mask.encoder"].categories == ["resnet18", "resnet34"]
