@@ -18,6 +18,7 @@ The test split is structurally out of reach: trials get their data from
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -44,6 +45,10 @@ ROW_KEY = "row"
 # that same epoch, so its score carries the tie-break (S-scores are means of values in
 # [0,1]; 1e-9 per epoch stays far below any difference that matters).
 _TIE_BREAK_PER_EPOCH = 1e-9
+# How often the driver saves Tune's experiment state (what --resume restores), and how long
+# a superseded checkpoint is kept after that, so the saved state never names a deleted one.
+STATE_SAVE_PERIOD_S = 10
+RETENTION_GRACE_S = 3 * STATE_SAVE_PERIOD_S
 
 
 # --------------------------------------------------------------------------- paths
@@ -405,7 +410,7 @@ def build_tuner(
     if resume:
         log(f"nothing to resume at {path}; starting the study")
     checkpoint_config = tune.CheckpointConfig(
-        num_to_keep=None if study.keep_all_checkpoints else study.keep_checkpoints,
+        num_to_keep=None,  # CheckpointRetention prunes, safely for --resume
         checkpoint_score_attribute="checkpoint_rank",
         checkpoint_score_order="max",
     )
@@ -427,6 +432,79 @@ def build_tuner(
     return tune.Tuner(
         trainable, param_space=search_space(study), tune_config=tune_config, run_config=run_config
     )
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def _rank(metrics: dict[str, Any]) -> float:
+    return float(metrics.get("checkpoint_rank", -math.inf))
+
+
+class CheckpointRetention(tune.Callback):
+    """Keep each trial's ``keep`` best checkpoints by :func:`checkpoint_rank` plus what a
+    resume needs; delete the rest.
+
+    Not Ray's ``CheckpointConfig(num_to_keep=...)``: it deletes a checkpoint the moment
+    it falls out of the top k, while the experiment state saved for ``--resume`` may still
+    name it as the trial's latest (we hit this: after a driver kill, the resumed trial
+    failed with "Could not recover from checkpoint as it does not exist on storage
+    anymore"). Here a checkpoint is deleted only once it has been superseded by a newer
+    one for ``grace_s``, longer than the state-save period; :meth:`finalize` prunes the
+    rest after the run, when the saved state marks the trials finished.
+    """
+
+    def __init__(self, keep: int, grace_s: float = RETENTION_GRACE_S) -> None:
+        self.keep = keep
+        self.grace_s = grace_s
+        self._superseded: dict[str, float] = {}  # checkpoint path -> when superseded
+        self._deleted: set[str] = set()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Called before Tune registers ``checkpoint``: the manager's latest is the old one.
+        manager = trial.run_metadata.checkpoint_manager
+        now = time.monotonic()
+        if manager.latest_checkpoint_result is not None:
+            self._superseded[manager.latest_checkpoint_result.checkpoint.path] = now
+        results = [(r.checkpoint, r.metrics) for r in manager.best_checkpoint_results]
+        protected = {checkpoint.path}
+        if manager.latest_checkpoint_result is not None:
+            protected.add(manager.latest_checkpoint_result.checkpoint.path)
+        for doomed in self._doomed(results, protected):
+            superseded = self._superseded.get(doomed.path)
+            if superseded is not None and now - superseded >= self.grace_s:
+                self._delete(doomed)
+
+    def finalize(self, results: tune.ResultGrid) -> None:
+        """After the run: keep only the ``keep`` best and the latest of every trial."""
+        for result in results:
+            protected = {result.checkpoint.path} if result.checkpoint else set()
+            for doomed in self._doomed(result.best_checkpoints or [], protected):
+                self._delete(doomed)
+
+    def _doomed(self, results: list[tuple[tune.Checkpoint, dict]], protected: set[str]):
+        ranked = sorted(results, key=lambda item: _rank(item[1]), reverse=True)
+        kept = protected | {checkpoint.path for checkpoint, _ in ranked[: self.keep]}
+        return [
+            checkpoint
+            for checkpoint, _ in ranked
+            if checkpoint.path not in kept and checkpoint.path not in self._deleted
+        ]
+
+    def _delete(self, checkpoint: tune.Checkpoint) -> None:
+        self._deleted.add(checkpoint.path)
+        with contextlib.suppress(FileNotFoundError):
+            checkpoint.filesystem.delete_dir(checkpoint.path)
+
+
+def existing_checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict]]:
+    """``result.best_checkpoints`` minus those :class:`CheckpointRetention` deleted."""
+    return [
+        (checkpoint, metrics)
+        for checkpoint, metrics in result.best_checkpoints or []
+        if checkpoint.filesystem.get_file_info(checkpoint.path).type
+        != storage.pafs.FileType.NotFound
+    ]
 
 
 # --------------------------------------------------------------------------- summary
@@ -451,7 +529,7 @@ class TrialSummary:
 def _selected_checkpoint(result: tune.Result, epoch: int | None) -> str | None:
     if epoch is None:
         return None
-    for checkpoint, metrics in result.best_checkpoints or []:
+    for checkpoint, metrics in existing_checkpoints(result):
         if metrics.get("epoch") == epoch:
             return _uri(result.filesystem, checkpoint.path)
     return None
@@ -593,7 +671,7 @@ def run_study(
     cwd = Path.cwd()
     if not ray.is_initialized():
         if address is None:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     log(f"study {name}: Ray {ray.__version__} with {ray.cluster_resources()}")
@@ -617,9 +695,20 @@ def run_study(
         describe_trial=_describe_trial(study),
         code_version=code_version(),
     )
-    tuner = build_tuner(study, name, context, [tracker, *(callbacks or [])], resume, log)
+    retention = None if study.keep_all_checkpoints else CheckpointRetention(study.keep_checkpoints)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_PERIOD_S))
+    tuner = build_tuner(
+        study,
+        name,
+        context,
+        [tracker, *([retention] if retention else []), *(callbacks or [])],
+        resume,
+        log,
+    )
     started = time.perf_counter()
     results = tuner.fit()
+    if retention is not None:
+        retention.finalize(results)
     summaries = summarize(study, results)
     manifest = write_manifest(study, name, summaries)
     table = format_table(study, summaries)

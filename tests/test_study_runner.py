@@ -42,7 +42,7 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     data = copy_without_test_images(synthetic_root, tmp_path / "data")
-    study = tiny_study(data, tmp_path / "studies", **{"base.mask.epochs": 3})
+    study = tiny_study(data, tmp_path / "studies", **{"base.mask.epochs": 3, "keep_checkpoints": 1})
 
     outcome = run_study(study, log=lambda _: None)
 
@@ -59,6 +59,9 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
         assert summary.selected_epoch == select_epoch(history).epoch
         state = load_mask_state(Path(summary.selected_checkpoint) / "mask.pt")
         assert state["epoch"] == summary.selected_epoch
+        # Retention: the best checkpoint and the latest (for resume), nothing else.
+        kept = sorted(path.name for path in Path(summary.path).glob("checkpoint_*"))
+        assert len(kept) == (1 if summary.selected_epoch == 3 else 2)
     # One f for both rows (same data and classifier sections), stored by content hash.
     assert len(list((tmp_path / "studies" / "classifiers").iterdir())) == 1
     manifest = json.loads(Path(outcome.manifest).read_text())

@@ -1,0 +1,930 @@
+"""MLflow tracking of a study, from the Ray Tune driver.
+
+`MlflowStudyCallback` is a Ray Tune callback that runs on the driver (the process that
+calls `Tuner.fit`) and records a study in MLflow so the MLflow UI can compare its
+trials: one parent run per study, one nested run per trial (params = the flattened
+trial config, per-epoch study metrics with step = epoch, the selected checkpoint as
+a tag, the weight-map figure as an artifact).
+
+Why not Ray's own integrations: `setup_mlflow` logs from inside the trial, and trials
+on cluster workers may not reach the tracking server; `MLflowLoggerCallback` makes no
+parent run per study and knows nothing of resumed studies. Everything here goes
+through one `MlflowClient(tracking_uri)`; no global MLflow state is touched.
+
+Resumes and retries are de-duplicated through a small JSON state file (see
+`StudyTrackingState`): a trial that is started again (a retry after a worker failure,
+a resumed driver) keeps its run, and epochs that Tune replays are not logged twice.
+
+An MLflow failure never kills a study once it runs: it is logged as a warning on the
+"study.tracking" logger and the study goes on. Only `setup()` re-raises, so a study
+whose tracking server is unreachable fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+
+logger = logging.getLogger("study.tracking")
+
+#: Tag and param limits of MLflow 3.x (mlflow/utils/validation.py).
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+
+#: Result keys logged as metrics: numeric values whose key has one of these prefixes ...
+STUDY_METRIC_PREFIXES = ("val_", "train_", "selected_")
+#: ... or is one of these keys ...
+STUDY_METRIC_KEYS = frozenset({"selection_score", "objective", "excluded"})
+#: ... plus Ray's own keys, renamed.
+RENAMED_RESULT_KEYS = {"time_this_iter_s": "epoch_seconds"}
+#: Logged once more when a trial completes (from its last result), unless already logged.
+FINAL_METRIC_KEYS = ("selected_epoch", "selected_val_s_score")
+
+WEIGHT_MAPS_FILE = "weight_maps.png"
+FIGURES_ARTIFACT_PATH = "figures"
+STATE_FORMAT_VERSION = 1
+
+#: Tags the callback owns on a trial run; TrialInfo.tags cannot override them.
+RESERVED_TRIAL_TAGS = frozenset(
+    {"mlflow.parentRunId", "mlflow.runName", "study", "row", "trial_id", "code_version"}
+)
+
+
+class TrackingUnavailableError(ValueError):
+    """The MLflow tracking URI of a study cannot be used."""
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What MLflow should know about one trial, derived from its Tune config."""
+
+    row: str  # ablation row label, e.g. "full", "no-reg"
+    params: dict[str, Any]  # flattened trial config, dotted keys -> scalar values
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags
+
+
+# --------------------------------------------------------------------------------------
+# Code version and tracking URI pre-flight
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the repository holding this package.
+
+    Falls back to `wsol-study <installed version>` when the package does not live in a
+    git work tree of its own (an installed wheel) or git is unavailable.
+    """
+    package_root = Path(__file__).resolve().parent.parent
+    try:
+        toplevel = subprocess.run(
+            ["git", "-C", str(package_root), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        # A wheel installed in a virtualenv that sits inside some other repository must
+        # not report that repository's version.
+        if toplevel and Path(toplevel).resolve() == package_root:
+            described = subprocess.run(
+                ["git", "-C", str(package_root), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            if described:
+                return described
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"wsol-study {importlib.metadata.version('wsol-study')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "wsol-study unknown"
+
+
+_SERVER_HINT = (
+    "Start a tracking server (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db "
+    "--host 127.0.0.1 --port 5000`) or point the study at a local database with "
+    "tracking_uri 'sqlite:///<folder>/mlflow.db'."
+)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Pre-flight check of a study's MLflow tracking URI; raises TrackingUnavailableError.
+
+    - `http(s)://`: GET `<uri>/health` (served by `mlflow server`), one try, `timeout_s`.
+    - `sqlite:///path`: the database's folder exists (or can be created) and is writable.
+    - a plain path or `file:` URI: refused, MLflow 3.x's file store is in maintenance mode.
+    - other schemes (databricks, postgresql, ...): accepted without a check.
+    """
+    if not uri or not uri.strip():
+        raise TrackingUnavailableError(f"MLflow tracking URI is empty. {_SERVER_HINT}")
+    scheme = urlparse(uri).scheme.lower()
+    if uri.strip().lower() in ("databricks", "databricks-uc", "uc"):
+        return  # MLflow's scheme-less Databricks shorthands
+    if scheme in ("http", "https"):
+        _check_http_tracking_uri(uri, timeout_s)
+    elif scheme == "sqlite":
+        _check_sqlite_tracking_uri(uri)
+    elif scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter
+        raise TrackingUnavailableError(
+            f"MLflow tracking URI {uri!r} is a local file store (a './mlruns' style "
+            "folder). MLflow 3.x keeps the file store in maintenance mode: it gets no "
+            "further updates and refuses to open unless MLFLOW_ALLOW_FILE_STORE=true. Use "
+            "'sqlite:///<folder>/mlflow.db' for a local study or the 'http://host:port' "
+            "of an `mlflow server`; `mlflow migrate-filestore` moves existing runs."
+        )
+    # Anything else (databricks, postgresql, mysql, plugins): no cheap, side-effect
+    # free check exists, so accept it as given.
+
+
+def _check_http_tracking_uri(uri: str, timeout_s: float) -> None:
+    health_url = uri.rstrip("/") + "/health"
+    request = urllib.request.Request(health_url, method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {uri} answered HTTP {exc.code} on {health_url} "
+            f"(expected 200). Check that the URI points at an `mlflow server` "
+            f"(including any --static-prefix). {_SERVER_HINT}"
+        ) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {uri} is not reachable ({reason}; GET {health_url}, "
+            f"timeout {timeout_s:g} s). {_SERVER_HINT}"
+        ) from exc
+    if status != 200:
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {uri} answered HTTP {status} on {health_url} "
+            f"(expected 200). {_SERVER_HINT}"
+        )
+
+
+def sqlite_database_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///...` URI, or None for an in-memory database."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    rest = rest.split("?", 1)[0]
+    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
+    path = rest[1:] if rest.startswith("/") else rest
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def _check_sqlite_tracking_uri(uri: str) -> None:
+    database = sqlite_database_path(uri)
+    if database is None:
+        return  # in-memory: nothing on disk to check
+    folder = database.parent if str(database.parent) else Path(".")
+    if database.exists() and not database.is_file():
+        raise TrackingUnavailableError(
+            f"MLflow tracking URI {uri!r}: {database} exists but is not a file. "
+            "Point the URI at a database file, e.g. 'sqlite:///<folder>/mlflow.db'."
+        )
+    # The nearest folder that exists must be a writable directory: either the database
+    # folder itself or the ancestor in which it will be created.
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder, so {folder} cannot be created"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            problem = f"{existing} is not writable ({exc.strerror or exc})"
+    if problem is None and database.exists() and not os.access(database, os.R_OK | os.W_OK):
+        problem = f"{database} is not readable and writable"
+    if problem is not None:
+        raise TrackingUnavailableError(
+            f"MLflow tracking URI {uri!r} cannot be used: {problem}. Choose a database "
+            "path in a writable folder, e.g. 'sqlite:///<study storage>/mlflow.db'."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# What is logged
+
+
+def study_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of one Tune result that the study logs, as floats.
+
+    Numeric values of keys with a prefix in STUDY_METRIC_PREFIXES or in
+    STUDY_METRIC_KEYS, plus `time_this_iter_s` renamed `epoch_seconds`. Booleans count
+    as 0/1; strings, None, dicts and Ray's bookkeeping keys are left out.
+    """
+    metrics: dict[str, float] = {}
+    for key, value in result.items():
+        if not isinstance(key, str):
+            continue
+        if key in RENAMED_RESULT_KEYS:
+            name = RENAMED_RESULT_KEYS[key]
+        elif key.startswith(STUDY_METRIC_PREFIXES) or key in STUDY_METRIC_KEYS:
+            name = key
+        else:
+            continue
+        number = _as_number(value)
+        if number is not None:
+            metrics[name] = number
+    return metrics
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    # 0-d numpy / torch values, without importing either
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        with contextlib.suppress(Exception):
+            return _as_number(value.item())
+    return None
+
+
+def _epoch_of(result: Mapping[str, Any]) -> int | None:
+    value = result.get("epoch")
+    number = _as_number(value) if value is not None else None
+    if number is None or not math.isfinite(number) or number != int(number):
+        return None
+    return int(number)
+
+
+def _truncate(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def checkpoint_uri(checkpoint: Checkpoint) -> str:
+    """A path (local storage) or URI (remote storage) naming a Ray checkpoint."""
+    import pyarrow.fs
+
+    filesystem = checkpoint.filesystem
+    if filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        return str(checkpoint.path)
+    scheme = {"gcs": "gs"}.get(filesystem.type_name, filesystem.type_name)
+    if scheme == "py":  # an fsspec filesystem wrapped by pyarrow
+        protocol = getattr(getattr(filesystem.handler, "fs", None), "protocol", None)
+        if isinstance(protocol, tuple | list):
+            protocol = protocol[0] if protocol else None
+        scheme = protocol or scheme
+    return f"{scheme}://{str(checkpoint.path).lstrip('/')}"
+
+
+def find_checkpoint_for_epoch(trial: Trial, epoch: int) -> Checkpoint | None:
+    """The kept checkpoint of `trial` whose reported `epoch` equals `epoch`.
+
+    Reads the trial's checkpoint manager on the driver
+    (`trial.run_metadata.checkpoint_manager`, a
+    `ray.train._internal.checkpoint_manager._CheckpointManager`): its
+    `best_checkpoint_results` are the checkpoints still kept under
+    CheckpointConfig(num_to_keep, checkpoint_score_attribute) and
+    `latest_checkpoint_result` the newest one; each is a `_TrainingResult` whose
+    `metrics` is the result reported together with the checkpoint. None when that
+    checkpoint was deleted (num_to_keep) or never reported.
+    """
+    manager = trial.run_metadata.checkpoint_manager
+    candidates = list(manager.best_checkpoint_results)
+    latest = manager.latest_checkpoint_result
+    if latest is not None:
+        candidates.append(latest)
+    for training_result in reversed(candidates):  # newest first among equals
+        if training_result.checkpoint is None:
+            continue
+        if _epoch_of(training_result.metrics or {}) == epoch:
+            return training_result.checkpoint
+    return None
+
+
+def _read_last_error_line(trial: Trial) -> str | None:
+    text: str | None = None
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        with contextlib.suppress(OSError):
+            text = Path(error_file).read_text(errors="replace")
+    if text is None:
+        with contextlib.suppress(Exception):
+            error = trial.get_error()  # read through the storage filesystem
+            text = str(error) if error is not None else None
+    if not text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+# --------------------------------------------------------------------------------------
+# State file
+
+
+@dataclass
+class TrialTrackingState:
+    run_id: str
+    row: str
+    last_epoch: int = 0
+    retries: int = 0
+    status: str = "RUNNING"
+
+
+@dataclass
+class StudyTrackingState:
+    """What survives a driver restart, as JSON in the callback's state_file.
+
+    {"format_version": 1, "tracking_uri": ..., "experiment": ..., "experiment_id": ...,
+     "study": ..., "parent_run_id": ...,
+     "trials": {"<trial_id>": {"run_id": ..., "row": ..., "last_epoch": 3,
+                               "retries": 0, "status": "FINISHED"}}}
+    """
+
+    tracking_uri: str
+    experiment: str
+    study: str
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    trials: dict[str, TrialTrackingState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "study": self.study,
+            "parent_run_id": self.parent_run_id,
+            "trials": {
+                trial_id: {
+                    "run_id": entry.run_id,
+                    "row": entry.row,
+                    "last_epoch": entry.last_epoch,
+                    "retries": entry.retries,
+                    "status": entry.status,
+                }
+                for trial_id, entry in sorted(self.trials.items())
+            },
+        }
+
+    @classmethod
+    def load(cls, path: Path) -> StudyTrackingState | None:
+        """The state recorded in `path`, None when there is no such file."""
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"MLflow tracking state file {path} cannot be read ({exc}). Delete it to "
+                "start a new MLflow parent run for this study (runs already logged stay)."
+            ) from exc
+        try:
+            if raw.get("format_version") != STATE_FORMAT_VERSION:
+                raise ValueError(
+                    f"format_version {raw.get('format_version')!r}, expected {STATE_FORMAT_VERSION}"
+                )
+            return cls(
+                tracking_uri=str(raw["tracking_uri"]),
+                experiment=str(raw["experiment"]),
+                study=str(raw["study"]),
+                experiment_id=raw.get("experiment_id"),
+                parent_run_id=raw.get("parent_run_id"),
+                trials={
+                    str(trial_id): TrialTrackingState(
+                        run_id=str(entry["run_id"]),
+                        row=str(entry.get("row", "")),
+                        last_epoch=int(entry.get("last_epoch", 0)),
+                        retries=int(entry.get("retries", 0)),
+                        status=str(entry.get("status", "RUNNING")),
+                    )
+                    for trial_id, entry in raw.get("trials", {}).items()
+                },
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"MLflow tracking state file {path} is malformed ({exc!r}). Delete it to "
+                "start a new MLflow parent run for this study (runs already logged stay)."
+            ) from exc
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file in the same folder, then os.replace."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.to_json(), handle, indent=2, sort_keys=True)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+
+
+# --------------------------------------------------------------------------------------
+# The callback
+
+
+class MlflowStudyCallback(Callback):
+    """Driver-side Ray Tune callback that logs a study to MLflow (see the module doc).
+
+    Pass it in `tune.RunConfig(callbacks=[...])`. Tune pickles the run config
+    (tuner.pkl), so `describe_trial` must be picklable by cloudpickle (a module-level
+    function or a closure over plain data).
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        study_name: str,
+        state_file: Path,
+        describe_trial: Callable[[dict[str, Any]], TrialInfo],
+        code_version: str | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.study_name = study_name
+        self.state_file = Path(state_file)
+        self.describe_trial = describe_trial
+        # None: `git describe` (or the package version), resolved in setup() so that a
+        # driver resumed from tuner.pkl records the code it actually runs.
+        self.code_version = code_version
+        self._client: MlflowClient | None = None
+        self._state: StudyTrackingState | None = None
+        self._failed_trial_ids: set[str] = set()
+        self._warned_untracked: set[str] = set()
+        self._warned_no_epoch: set[str] = set()
+
+    # Tune pickles callbacks with the run config; the client is rebuilt on demand.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self._state.parent_run_id if self._state else None
+
+    def run_id_of(self, trial_id: str) -> str | None:
+        """The MLflow run of a trial, None when it has none (yet)."""
+        entry = self._state.trials.get(trial_id) if self._state else None
+        return entry.run_id if entry else None
+
+    # ---- Tune hooks ----------------------------------------------------------------
+
+    def setup(self, stop: Any = None, num_samples: Any = None, **info: Any) -> None:
+        """Get or create the experiment and the study's parent run (reused on resume).
+
+        Unlike the other hooks this one raises: a study whose tracking cannot start
+        should fail before it trains.
+        """
+        try:
+            self._setup()
+        except Exception:
+            logger.error(
+                "MLflow tracking of study %r cannot start (tracking URI %s, state file %s).",
+                self.study_name,
+                self.tracking_uri,
+                self.state_file,
+            )
+            raise
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+        with self._guard("start the run of trial", trial):
+            self._on_trial_start(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ):
+        with self._guard("log the metrics of trial", trial):
+            self._on_trial_result(trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+        entry = self._entry(trial)
+        if entry is None:
+            return
+        last_result = dict(getattr(trial, "last_result", None) or {})
+        with self._guard("log the final metrics of trial", trial):
+            self._log_final_metrics(entry, last_result)
+        with self._guard("tag the selected checkpoint of trial", trial):
+            self._tag_selected_checkpoint(trial, entry, last_result)
+        with self._guard("log the weight-map figure of trial", trial):
+            self._log_weight_maps(trial, entry)
+        with self._guard("finish the run of trial", trial):
+            self._client_or_raise().set_terminated(entry.run_id, status="FINISHED")
+            entry.status = "FINISHED"
+            self._save_state()
+        self._failed_trial_ids.discard(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+        self._failed_trial_ids.add(trial.trial_id)
+        entry = self._entry(trial)
+        if entry is None:
+            return
+        with self._guard("mark as failed the run of trial", trial):
+            client = self._client_or_raise()
+            error_line = _read_last_error_line(trial)
+            if error_line:
+                client.set_tag(entry.run_id, "error", _truncate(error_line, MAX_TAG_VAL_LENGTH))
+            client.set_terminated(entry.run_id, status="FAILED")
+            entry.status = "FAILED"
+            self._save_state()
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+        entry = self._entry(trial)
+        if entry is None:
+            return
+        with self._guard("record the retry of trial", trial):
+            entry.retries += 1
+            self._save_state()
+            # The run stays RUNNING: the retry logs into it (on_trial_start reuses it).
+            self._client_or_raise().set_tag(entry.run_id, "retries", str(entry.retries))
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any):
+        if self._state is None or self._state.parent_run_id is None:
+            return
+        failed = set(self._failed_trial_ids)
+        for trial in trials:
+            status = getattr(trial, "status", None)
+            if status == "ERROR":
+                failed.add(trial.trial_id)
+            elif status == "TERMINATED":
+                failed.discard(trial.trial_id)
+        with self._guard("finish the parent run of the study", None):
+            self._client_or_raise().set_terminated(
+                self._state.parent_run_id, status="FAILED" if failed else "FINISHED"
+            )
+
+    # ---- implementation ------------------------------------------------------------
+
+    def _setup(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self.code_version is None:
+            self.code_version = code_version()
+        check_tracking_uri(self.tracking_uri)
+        if urlparse(self.tracking_uri).scheme.lower() == "sqlite":
+            database = sqlite_database_path(self.tracking_uri)
+            if database is not None:
+                database.parent.mkdir(parents=True, exist_ok=True)
+
+        state = StudyTrackingState.load(self.state_file)
+        if state is not None and (
+            state.tracking_uri.rstrip("/") != self.tracking_uri.rstrip("/")
+            or state.experiment != self.experiment
+            or state.study != self.study_name
+        ):
+            raise ValueError(
+                f"MLflow tracking state file {self.state_file} belongs to study "
+                f"{state.study!r} in experiment {state.experiment!r} at {state.tracking_uri}, "
+                f"not to study {self.study_name!r} in experiment {self.experiment!r} at "
+                f"{self.tracking_uri}. Use the study's own state file, or delete this one to "
+                "start a new parent run."
+            )
+        client = self._client_or_raise()
+        experiment_id = self._get_or_create_experiment(client)
+
+        if state is not None and state.parent_run_id:
+            try:
+                parent = client.get_run(state.parent_run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise ValueError(
+                    f"MLflow tracking state file {self.state_file} records parent run "
+                    f"{state.parent_run_id} but {self.tracking_uri} has no such run ({exc}). "
+                    "Delete the state file to start a new parent run."
+                ) from exc
+            if parent.info.experiment_id != experiment_id:
+                raise ValueError(
+                    f"MLflow tracking state file {self.state_file} records parent run "
+                    f"{state.parent_run_id} of experiment id {parent.info.experiment_id}, "
+                    f"but experiment {self.experiment!r} has id {experiment_id}. Delete the "
+                    "state file to start a new parent run."
+                )
+            if parent.info.lifecycle_stage == "deleted":
+                client.restore_run(state.parent_run_id)
+            client.update_run(state.parent_run_id, status="RUNNING")
+            state.experiment_id = experiment_id
+            logger.info(
+                "Resuming MLflow parent run %s of study %r (%d trial runs recorded in %s).",
+                state.parent_run_id,
+                self.study_name,
+                len(state.trials),
+                self.state_file,
+            )
+        else:
+            state = StudyTrackingState(
+                tracking_uri=self.tracking_uri,
+                experiment=self.experiment,
+                study=self.study_name,
+                experiment_id=experiment_id,
+            )
+            parent = client.create_run(
+                experiment_id,
+                tags={
+                    "study": self.study_name,
+                    "code_version": self.code_version,
+                    "mlflow.runName": self.study_name,
+                },
+                run_name=self.study_name,
+            )
+            state.parent_run_id = parent.info.run_id
+        self._state = state
+        self._save_state()
+
+    def _get_or_create_experiment(self, client: MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            try:
+                return client.create_experiment(
+                    self.experiment, artifact_location=self._default_artifact_location()
+                )
+            except MlflowException:
+                # Another driver may have created it in between.
+                experiment = client.get_experiment_by_name(self.experiment)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {self.experiment!r} (id {experiment.experiment_id}) at "
+                f"{self.tracking_uri} is deleted. Restore it (`mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}`) or choose another experiment "
+                "name."
+            )
+        return experiment.experiment_id
+
+    def _default_artifact_location(self) -> str | None:
+        # With a sqlite URI, the client's default artifact root is './mlruns' relative to
+        # the current directory; keep artifacts next to the database instead. A server
+        # chooses its own (--artifacts-destination / --default-artifact-root).
+        if urlparse(self.tracking_uri).scheme.lower() != "sqlite":
+            return None
+        database = sqlite_database_path(self.tracking_uri)
+        if database is None:
+            return None
+        return (database.resolve().parent / "mlartifacts").as_uri()
+
+    def _on_trial_start(self, trial: Trial) -> None:
+        state = self._state_or_raise()
+        client = self._client_or_raise()
+        trial_id = trial.trial_id
+        entry = state.trials.get(trial_id)
+        if entry is not None:
+            # A retry after a worker failure, or a trial resumed by a restarted driver.
+            client.update_run(entry.run_id, status="RUNNING")
+            if entry.status == "FAILED":
+                # Restarted after an error (e.g. Tuner.restore(restart_errored=True)):
+                # the run is live again; the `retries` tag keeps the history.
+                with contextlib.suppress(Exception):
+                    client.delete_tag(entry.run_id, "error")
+            entry.status = "RUNNING"
+            self._save_state()
+            logger.info(
+                "Trial %s started again: logging into its MLflow run %s (epochs <= %d "
+                "already logged are skipped).",
+                trial_id,
+                entry.run_id,
+                entry.last_epoch,
+            )
+            return
+
+        info = self.describe_trial(dict(trial.config))
+        tags = {
+            "mlflow.parentRunId": state.parent_run_id,
+            "study": self.study_name,
+            "row": info.row,
+            "trial_id": trial_id,
+            "code_version": self.code_version,
+            "mlflow.runName": f"{info.row}/{trial_id}",
+        }
+        run = client.create_run(state.experiment_id, tags=tags, run_name=f"{info.row}/{trial_id}")
+        # Record the run before anything else can fail, so a retry cannot duplicate it.
+        state.trials[trial_id] = TrialTrackingState(run_id=run.info.run_id, row=info.row)
+        self._save_state()
+        self._log_params_and_tags(run.info.run_id, trial_id, info)
+
+    def _log_params_and_tags(self, run_id: str, trial_id: str, info: TrialInfo) -> None:
+        from mlflow.entities import Param, RunTag
+
+        clashing = sorted(set(info.tags) & RESERVED_TRIAL_TAGS)
+        if clashing:
+            logger.warning(
+                "Trial %s: TrialInfo.tags %s are set by the tracking callback; ignored.",
+                trial_id,
+                clashing,
+            )
+        entities: list[Param | RunTag] = [
+            RunTag(str(key), _truncate(str(value), MAX_TAG_VAL_LENGTH))
+            for key, value in sorted(info.tags.items())
+            if key not in RESERVED_TRIAL_TAGS
+        ]
+        for key, value in sorted(info.params.items()):
+            text = str(value)
+            if len(text) > MAX_PARAM_VAL_LENGTH:
+                logger.warning(
+                    "Trial %s: param %r is %d characters long; MLflow keeps %d, truncated.",
+                    trial_id,
+                    key,
+                    len(text),
+                    MAX_PARAM_VAL_LENGTH,
+                )
+                text = _truncate(text, MAX_PARAM_VAL_LENGTH)
+            entities.append(Param(str(key), text))
+        client = self._client_or_raise()
+        for chunk in _chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(
+                run_id,
+                params=[item for item in chunk if isinstance(item, Param)],
+                tags=[item for item in chunk if isinstance(item, RunTag)],
+            )
+
+    def _on_trial_result(self, trial: Trial, result: Mapping[str, Any]) -> None:
+        entry = self._entry(trial)
+        if entry is None:
+            return
+        epoch = _epoch_of(result)
+        if epoch is None:
+            epoch = _epoch_of({"epoch": result.get("training_iteration")})
+            if trial.trial_id not in self._warned_no_epoch:
+                self._warned_no_epoch.add(trial.trial_id)
+                logger.warning(
+                    "Trial %s reported a result without an integer 'epoch'; logging it at "
+                    "step = training_iteration (%s).",
+                    trial.trial_id,
+                    epoch,
+                )
+            if epoch is None:
+                return
+        if epoch <= entry.last_epoch:
+            logger.debug(
+                "Trial %s: epoch %d already logged (last %d); replayed result skipped.",
+                trial.trial_id,
+                epoch,
+                entry.last_epoch,
+            )
+            return
+        self._log_metrics(entry.run_id, study_metrics(result), step=epoch)
+        entry.last_epoch = epoch
+        self._save_state()
+
+    def _log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(key, value, timestamp, step) for key, value in sorted(metrics.items())]
+        client = self._client_or_raise()
+        for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):
+            client.log_batch(run_id, metrics=list(chunk))
+
+    def _log_final_metrics(self, entry: TrialTrackingState, last_result: dict) -> None:
+        final = {
+            key: value
+            for key, value in study_metrics(last_result).items()
+            if key in FINAL_METRIC_KEYS
+        }
+        if not final:
+            return
+        epoch = _epoch_of(last_result)
+        if epoch is not None and epoch <= entry.last_epoch:
+            return  # already logged with the per-epoch metrics at that step
+        self._log_metrics(entry.run_id, final, step=max(entry.last_epoch, epoch or 0))
+
+    def _tag_selected_checkpoint(
+        self, trial: Trial, entry: TrialTrackingState, last_result: dict
+    ) -> None:
+        selected = _epoch_of({"epoch": last_result.get("selected_epoch")})
+        if selected is None:
+            logger.warning(
+                "Trial %s completed without an integer 'selected_epoch' in its last result; "
+                "no selected_checkpoint tag.",
+                trial.trial_id,
+            )
+            return
+        checkpoint = find_checkpoint_for_epoch(trial, selected)
+        if checkpoint is None:
+            logger.warning(
+                "Trial %s: no kept checkpoint reports epoch %d (selected_epoch). Was it "
+                "deleted by CheckpointConfig(num_to_keep=...)? Keep the best by "
+                "checkpoint_score_attribute. No selected_checkpoint tag.",
+                trial.trial_id,
+                selected,
+            )
+            return
+        self._client_or_raise().set_tag(
+            entry.run_id,
+            "selected_checkpoint",
+            _truncate(checkpoint_uri(checkpoint), MAX_TAG_VAL_LENGTH),
+        )
+
+    def _log_weight_maps(self, trial: Trial, entry: TrialTrackingState) -> None:
+        checkpoint = trial.checkpoint  # the latest checkpoint
+        if checkpoint is None:
+            logger.warning("Trial %s completed without a checkpoint; no figure.", trial.trial_id)
+            return
+        source = f"{str(checkpoint.path).rstrip('/')}/{WEIGHT_MAPS_FILE}"
+        with tempfile.TemporaryDirectory(prefix="wsol-tracking-") as tmp:
+            local = Path(tmp, WEIGHT_MAPS_FILE)
+            # Through the checkpoint's filesystem, so remote storage works and only the
+            # figure (not the whole checkpoint) is fetched.
+            try:
+                with (
+                    checkpoint.filesystem.open_input_stream(source) as stream,
+                    local.open("wb") as out,
+                ):
+                    shutil.copyfileobj(stream, out)
+            except FileNotFoundError:
+                logger.warning(
+                    "Trial %s: latest checkpoint %s has no %s; no figure logged.",
+                    trial.trial_id,
+                    checkpoint_uri(checkpoint),
+                    WEIGHT_MAPS_FILE,
+                )
+                return
+            self._client_or_raise().log_artifact(
+                entry.run_id, str(local), artifact_path=FIGURES_ARTIFACT_PATH
+            )
+
+    # ---- helpers -------------------------------------------------------------------
+
+    def _client_or_raise(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _state_or_raise(self) -> StudyTrackingState:
+        if self._state is None:
+            raise RuntimeError(
+                "MlflowStudyCallback.setup() has not run (or failed); nothing is tracked."
+            )
+        return self._state
+
+    def _entry(self, trial: Trial) -> TrialTrackingState | None:
+        entry = self._state.trials.get(trial.trial_id) if self._state else None
+        if entry is None and trial.trial_id not in self._warned_untracked:
+            self._warned_untracked.add(trial.trial_id)
+            logger.warning(
+                "Trial %s has no MLflow run in study %r (its start was not tracked); "
+                "its results are not logged.",
+                trial.trial_id,
+                self.study_name,
+            )
+        return entry
+
+    def _save_state(self) -> None:
+        self._state_or_raise().save(self.state_file)
+
+    @contextlib.contextmanager
+    def _guard(self, action: str, trial: Trial | None) -> Iterator[None]:
+        """Log an MLflow (or state file) failure as a warning instead of raising it."""
+        try:
+            yield
+        except Exception as exc:
+            subject = f" {trial.trial_id}" if trial is not None else ""
+            logger.warning(
+                "MLflow tracking failed to %s%s (study %r, tracking URI %s): %s: %s. The "
+                "study goes on; its MLflow record may be incomplete.",
+                action,
+                subject,
+                self.study_name,
+                self.tracking_uri,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
