@@ -16,7 +16,7 @@ from ray import tune
 from studies import copy_without_test_images, tiny_study
 
 from study.errors import StudyError
-from study.runner import checkpoint_rank, run_study, search_space
+from study.runner import CheckpointRetention, checkpoint_rank, run_study, search_space
 from wsol.train import load_mask_state, select_epoch
 
 
@@ -223,3 +223,52 @@ def test_search_space_maps_rows_and_dimensions_to_tune_domains(
     assert sampled["row"] == "full"
     assert (sampled["mask.lam"].lower, sampled["mask.lam"].upper) == (0.1, 10.0)
     assert sampled["mask.encoder"].categories == ["resnet18", "resnet34"]
+
+
+class _FakeResult:
+    def __init__(self, checkpoint: tune.Checkpoint, epoch: int, s_score: float) -> None:
+        self.checkpoint = checkpoint
+        self.metrics = {"epoch": epoch, "checkpoint_rank": checkpoint_rank(s_score, epoch)}
+
+
+class _FakeManager:
+    def __init__(self) -> None:
+        self.best_checkpoint_results: list[_FakeResult] = []
+        self.latest_checkpoint_result: _FakeResult | None = None
+
+
+class _FakeTrial:
+    def __init__(self) -> None:
+        self.run_metadata = type("RunMetadata", (), {"checkpoint_manager": _FakeManager()})()
+
+
+def test_retention_deletes_a_superseded_checkpoint_only_after_the_grace_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("study.runner.time.monotonic", lambda: clock[0])
+    retention = CheckpointRetention(keep=1, grace_s=30.0)
+    trial = _FakeTrial()
+    manager = trial.run_metadata.checkpoint_manager
+    s_scores = {1: 0.9, 2: 0.5, 3: 0.4, 4: 0.3, 5: 0.2}
+    paths = {}
+    for epoch, s_score in s_scores.items():
+        paths[epoch] = tmp_path / f"checkpoint_{epoch}"
+        paths[epoch].mkdir()
+        checkpoint = tune.Checkpoint.from_directory(str(paths[epoch]))
+        retention.on_checkpoint(0, [], trial, checkpoint)  # before Tune registers it
+        result = _FakeResult(checkpoint, epoch, s_score)
+        manager.best_checkpoint_results.append(result)
+        manager.latest_checkpoint_result = result
+        clock[0] += 20.0  # one epoch
+
+    # Epoch e arrives at t = 20(e-1) and supersedes e-1. When epoch 5 arrives (t=80):
+    # epoch 1 is the best (kept); 2, superseded at t=40, is past the 30 s grace (deleted);
+    # 3 and 4, superseded 20 s and 0 s ago, may still be named by the saved experiment
+    # state (kept); 5 is being registered.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_1",
+        "checkpoint_3",
+        "checkpoint_4",
+        "checkpoint_5",
+    ]
