@@ -523,6 +523,9 @@ class TrialSummary:
     selected_checkpoint: str | None
     excluded_epochs: list[int]
     path: str
+    classifier: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[int, str] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -542,17 +545,34 @@ def _uri(filesystem: Any, path: str) -> str:
     return f"{filesystem.type_name}://{path}"
 
 
-def summarize(study: Study, results: tune.ResultGrid) -> list[TrialSummary]:
+_HISTORY_COLUMNS = ("epoch", "val_s_score", "excluded", "val_gt_known_loc")
+
+
+def summarize(
+    study: Study, results: tune.ResultGrid, classifier_locations: dict[str, str]
+) -> list[TrialSummary]:
+    """One :class:`TrialSummary` per trial, rows in spec order. ``history`` holds each
+    epoch's ``epoch``, ``val_s_score``, ``excluded`` (and ``val_gt_known_loc``):
+    enough for ``wsol evaluate`` to re-derive the selection it is asked to score."""
     summaries = []
     for result in results:
         metrics = result.metrics or {}
         config = result.config or {}
         row, params = trial_params(config)
         epoch = metrics.get("selected_epoch")
-        history = result.metrics_dataframe
-        excluded: list[int] = []
-        if history is not None and "excluded" in history:
-            excluded = [int(e) for e in history.loc[history["excluded"] == 1, "epoch"]]
+        frame = result.metrics_dataframe
+        history: list[dict[str, Any]] = []
+        if frame is not None and "epoch" in frame:
+            columns = [c for c in _HISTORY_COLUMNS if c in frame]
+            frame = frame[columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
+            history = [
+                {
+                    key: (int(value) if key in ("epoch", "excluded") else float(value))
+                    for key, value in record.items()
+                }
+                for record in frame.to_dict("records")
+            ]
+        excluded = [row_["epoch"] for row_ in history if row_.get("excluded")]
         summaries.append(
             TrialSummary(
                 trial_id=metrics.get("trial_id", Path(result.path).name),
@@ -566,6 +586,12 @@ def summarize(study: Study, results: tune.ResultGrid) -> list[TrialSummary]:
                 selected_checkpoint=_selected_checkpoint(result, epoch),
                 excluded_epochs=excluded,
                 path=_uri(result.filesystem, result.path),
+                classifier=classifier_locations[classifier_key(study.trial_config(row, params))],
+                history=history,
+                checkpoints={
+                    int(m["epoch"]): _uri(result.filesystem, c.path)
+                    for c, m in existing_checkpoints(result)
+                },
                 error=str(result.error).splitlines()[0] if result.error else None,
             )
         )
@@ -610,6 +636,9 @@ def write_manifest(study: Study, name: str, summaries: list[TrialSummary]) -> st
             "tracking_uri": study.tracking_uri(),
             "experiment": study.experiment_name(),
             "trial_selection": study.trial_selection.model_dump(),
+            "rows": study.row_labels(),
+            "search_keys": list(study.search_space),
+            "keep_all_checkpoints": study.keep_all_checkpoints,
             "trials": [s.__dict__ for s in summaries],
         },
     )
@@ -709,7 +738,7 @@ def run_study(
     results = tuner.fit()
     if retention is not None:
         retention.finalize(results)
-    summaries = summarize(study, results)
+    summaries = summarize(study, results, locations)
     manifest = write_manifest(study, name, summaries)
     table = format_table(study, summaries)
     failed = [s for s in summaries if s.status == "ERROR"]
