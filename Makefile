@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e '.[test]' -c constraints.txt
 	touch $(STAMP)
 
-# The smoke study (ablations/smoke.yaml): synthetic data, local Ray, local MLflow store.
+# The smoke study (ablations/smoke.yaml): synthetic data, local Ray, local MLflow store,
+# then its final test evaluation (the only step that reads the test split).
 # A fresh study each time; f is content-addressed under runs/smoke/classifiers and reused.
 demo: $(STAMP)
 	test -f data/synthetic/images.txt || $(BIN)/wsol synth data/synthetic --seed 0
 	rm -rf runs/smoke/smoke runs/smoke/mlflow.db runs/smoke/mlartifacts
 	$(BIN)/wsol study ablations/smoke.yaml
+	$(BIN)/wsol evaluate ablations/smoke.yaml --no-progress
 
 test: $(STAMP)
 	$(BIN)/ruff check wsol study tests benchmarks

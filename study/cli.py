@@ -4,6 +4,9 @@
     wsol train --config FILE [--set k=v]  single-run local mode: train f and g, select by S
     wsol study SPEC [--address ADDR] [--resume] [--name NAME]
                                         a grid or Optuna study on Ray Tune, logged to MLflow
+    wsol evaluate STUDY [--force] [--epoch-curve]
+                                        score the selected checkpoints on the test split
+    wsol report STUDY                   the tables again, and a self-contained HTML page
 
 Ray, Optuna and MLflow are imported only by the commands that need them, so the
 single-run mode starts fast and works without a cluster.
@@ -104,6 +107,43 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start even if no current node fits one trial (an autoscaler will add one)",
     )
+    for command, text, description in (
+        (
+            "evaluate",
+            "score a study's (or run's) selected checkpoints on the test split",
+            "The final test evaluation, its own step and the only code that reads a test "
+            "split: for every trial of STUDY, the checkpoint its validation S-score selected "
+            "(and the CAM baseline of each f) is scored: GT-known loc, Top-1 loc, Top-1 cls, "
+            "PxAP (with masks), MaxBoxAccV2. Writes tables, figures and test.* MLflow metrics.",
+        ),
+        (
+            "report",
+            "print the evaluation tables and write a self-contained HTML page",
+            "Print the tables `wsol evaluate` wrote and write report.html beside them.",
+        ),
+    ):
+        sub = commands.add_parser(command, help=text, description=description)
+        sub.add_argument(
+            "target",
+            metavar="STUDY",
+            help="a study folder (<storage>/<name>), its spec YAML, a study name under "
+            "--storage, or a `wsol train` run folder",
+        )
+        sub.add_argument("--storage", default="studies", help="where study names are looked up")
+        sub.add_argument(
+            "--out", type=Path, help="output folder (default: <study folder>/evaluation)"
+        )
+        if command == "evaluate":
+            sub.add_argument("--force", action="store_true", help="re-score trials scored before")
+            sub.add_argument(
+                "--epoch-curve",
+                action="store_true",
+                help="DIAGNOSTIC: also score every kept epoch on the test split and plot it "
+                "against the validation S-score (needs keep_all_checkpoints: true); never "
+                "used for selection",
+            )
+            sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
+            sub.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -165,7 +205,35 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 1 if any(s.status == "ERROR" for s in outcome.summaries) else 0
 
 
-COMMANDS = {"train": cmd_train, "synth": cmd_synth, "study": cmd_study}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from study.evaluation import evaluate
+
+    evaluate(
+        args.target,
+        storage_root=args.storage,
+        out=args.out,
+        force=args.force,
+        epoch_curve=args.epoch_curve,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from study.report import report
+
+    report(args.target, storage_root=args.storage, out=args.out)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "synth": cmd_synth,
+    "study": cmd_study,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+}
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -1,10 +1,13 @@
-"""Localization metrics: IoU, GT-known / top-1 localization, top-1 classification, PxAP.
+"""Localization metrics: IoU, GT-known / top-1 localization, top-1 classification, PxAP,
+MaxBoxAccV2.
 
 Modelled on the evaluation protocol of Choe et al. (CVPR 2020, clovaai/wsolevaluation):
 boxes are inclusive ``(x0, y0, x1, y1)`` pixel boxes (areas count ``+1`` on each side),
 and evaluators are built with the ground truth keyed by image id, fed one score map at a
 time with ``accumulate(score_map, image_id, ...)``, then read with ``compute()``.
-All accuracies are percentages in [0, 100].
+Ground truth that is only known while streaming (e.g. boxes carried through a crop) can
+be registered one image at a time with ``add_ground_truth(image_id, ...)`` before that
+image's ``accumulate``. All accuracies are percentages in [0, 100].
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsol.localize import Box, box_from_map, check_score_map
+from wsol.localize import Box, box_from_map, boxes_from_map_all_contours, check_score_map
 
 
 def _as_box_array(boxes: np.ndarray | Sequence[Box], name: str) -> np.ndarray:
@@ -153,6 +156,31 @@ class LocalizationEvaluator:
         self.records: list[LocalizationRecord] = []
         self._seen: set[str] = set()
 
+    def add_ground_truth(
+        self, image_id: str, boxes: np.ndarray | Sequence[Box], label: int | None = None
+    ) -> None:
+        """Register one more image's ground truth (for ground truth known only while streaming).
+
+        Args:
+            image_id: an id with no ground-truth boxes yet.
+            boxes: (N, 4) inclusive boxes, N >= 1, in the pixel coordinates of its score map.
+            label: its class index; needed only if its ``accumulate`` passes a
+                ``predicted_label``.
+
+        Raises:
+            ValueError: if the id already has ground truth, or the boxes are malformed or none.
+        """
+        if image_id in self._gt_boxes:
+            raise ValueError(f"image id {image_id!r} already has ground-truth boxes")
+        array = _as_box_array(boxes, f"gt_boxes[{image_id!r}]")
+        if len(array) == 0:
+            raise ValueError(f"gt_boxes[{image_id!r}] holds no box; every image needs one")
+        self._gt_boxes[image_id] = array
+        if label is not None:
+            if self._gt_labels is None:
+                self._gt_labels = {}
+            self._gt_labels[image_id] = int(label)
+
     def accumulate(
         self, score_map: np.ndarray, image_id: str, predicted_label: int | None = None
     ) -> LocalizationRecord:
@@ -271,8 +299,22 @@ class PxAPEvaluator:
         self._bg_hist = np.zeros(len(self._bin_edges) - 1, dtype=np.float64)
         self._seen: set[str] = set()
 
+    def add_ground_truth(self, image_id: str, mask: np.ndarray) -> None:
+        """Register one more image's (H, W) bool or 0/1 mask.
+
+        Raises:
+            ValueError: if the id already has a mask or was accumulated, or the mask is
+                invalid (see the class).
+        """
+        if image_id in self._gt_masks or image_id in self._seen:
+            raise ValueError(f"image id {image_id!r} already has a ground-truth mask")
+        self._gt_masks[image_id] = _check_mask(mask, image_id)
+
     def accumulate(self, score_map: np.ndarray, image_id: str) -> None:
         """Add one map's foreground and background score histograms.
+
+        The image's mask is released once accumulated, so memory stays bounded by the
+        masks registered but not yet accumulated.
 
         Args:
             score_map: (H, W) float map in [0, 1], the same shape as the image's mask.
@@ -283,10 +325,10 @@ class PxAPEvaluator:
             ValueError: for an invalid map, a shape mismatch (naming the id and both
                 shapes) or an id accumulated twice.
         """
-        if image_id not in self._gt_masks:
-            raise KeyError(f"image id {image_id!r} has no ground-truth mask")
         if image_id in self._seen:
             raise ValueError(f"image id {image_id!r} was already accumulated")
+        if image_id not in self._gt_masks:
+            raise KeyError(f"image id {image_id!r} has no ground-truth mask")
         score_map = check_score_map(score_map)
         mask = self._gt_masks[image_id]
         if score_map.shape != mask.shape:
@@ -297,6 +339,7 @@ class PxAPEvaluator:
         self._fg_hist += np.histogram(score_map[mask], bins=self._bin_edges)[0]
         self._bg_hist += np.histogram(score_map[~mask], bins=self._bin_edges)[0]
         self._seen.add(image_id)
+        del self._gt_masks[image_id]
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pixel precision-recall curve over the accumulated images.
@@ -356,3 +399,204 @@ def pxap(
     for index, score_map in enumerate(score_maps):
         evaluator.accumulate(score_map, str(index))
     return evaluator.compute()["pxap"]
+
+
+# ---------------------------------------------------------------- MaxBoxAccV2
+
+DEFAULT_BOX_IOU_THRESHOLDS: tuple[int, ...] = (30, 50, 70)
+"""MaxBoxAccV2's IoU thresholds delta, in percent (Choe et al., CVPR 2020)."""
+
+
+def min_max_normalize(score_map: np.ndarray) -> np.ndarray:
+    """``(map - min) / (max - min)``, as wsolevaluation's ``normalize_scoremap``.
+
+    Args:
+        score_map: (H, W) finite real map.
+
+    Returns:
+        A new (H, W) floating map in [0, 1] whose max is 1.0; all zeros for a constant
+        map (no pixel then survives any threshold: the box is ``(0, 0, 0, 0)``).
+    """
+    array = np.asarray(score_map)
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    low, high = array.min(), array.max()
+    if high == low:
+        return np.zeros_like(array)
+    return (array - low) / (high - low)
+
+
+def max_iou_per_threshold(
+    score_map: np.ndarray,
+    gt_boxes: np.ndarray | Sequence[Box],
+    cam_thresholds: Sequence[float] | np.ndarray,
+) -> np.ndarray:
+    """For each score-map threshold, the best IoU of any contour's box with any GT box.
+
+    At threshold tau the boxes are those of *all* contours of the map above tau
+    (:func:`wsol.localize.boxes_from_map_all_contours`, i.e. wsolevaluation's
+    ``compute_bboxes_from_scoremaps(..., multi_contour_eval=True)``: tau is a fraction
+    of the map's maximum, so on a min-max-normalised map it is the absolute value).
+
+    Args:
+        score_map: (H, W) float map in [0, 1].
+        gt_boxes: (N, 4) inclusive ground-truth boxes, N >= 1, in the map's pixels.
+        cam_thresholds: T thresholds in [0, 1].
+
+    Returns:
+        (T,) float64 array of IoUs in [0, 1].
+
+    Raises:
+        ValueError: for an invalid map, threshold or box.
+    """
+    score_map = check_score_map(score_map)
+    gt_array = _as_box_array(gt_boxes, "gt_boxes")
+    if len(gt_array) == 0:
+        raise ValueError("gt_boxes holds no box; need at least one")
+    boxes: list[Box] = []
+    starts: list[int] = []
+    for threshold in cam_thresholds:
+        starts.append(len(boxes))
+        boxes.extend(boxes_from_map_all_contours(score_map, float(threshold)))
+    if not boxes:
+        return np.zeros(0, dtype=np.float64)
+    best_per_box = iou_matrix(boxes, gt_array).max(axis=1)
+    return np.maximum.reduceat(best_per_box, starts)
+
+
+class MaxBoxAccV2Evaluator:
+    """MaxBoxAccV2 (Choe et al., CVPR 2020; wsolevaluation's ``BoxEvaluator`` with
+    ``multi_contour_eval=True``).
+
+    For every score-map threshold tau in ``np.arange(0, 1, cam_curve_interval)``, an
+    image is correct at IoU threshold delta when some box of some contour of its map
+    above tau has IoU >= delta / 100 with some ground-truth box (see
+    :func:`max_iou_per_threshold`). BoxAcc(delta) is the best accuracy over tau (one
+    tau for the whole data set, not one per image); MaxBoxAccV2 is the mean over the
+    deltas.
+
+    Args:
+        gt_boxes: image id -> one or more inclusive boxes in the maps' pixel coordinates
+            (more can be added with :meth:`add_ground_truth`).
+        iou_thresholds: the deltas, in percent, each in (0, 100].
+        cam_curve_interval: the spacing of the tau grid, in (0, 1].
+        normalize: min-max normalise each map first (:func:`min_max_normalize`), as
+            wsolevaluation's inference does before ``BoxEvaluator.accumulate``; with
+            False, tau stays a fraction of each map's own maximum.
+
+    Raises:
+        ValueError: for an empty or out-of-range ``iou_thresholds``, a bad interval, an
+            image without boxes or a malformed box.
+    """
+
+    def __init__(
+        self,
+        gt_boxes: Mapping[str, Sequence[Box]],
+        iou_thresholds: Sequence[int] = DEFAULT_BOX_IOU_THRESHOLDS,
+        cam_curve_interval: float = 0.01,
+        normalize: bool = True,
+    ) -> None:
+        deltas = tuple(int(delta) for delta in iou_thresholds)
+        if not deltas:
+            raise ValueError("iou_thresholds is empty; give IoU thresholds in percent, e.g. 50")
+        if (
+            any(not 0 < delta <= 100 for delta in deltas)
+            or len(set(deltas)) != len(deltas)
+            or any(delta != given for delta, given in zip(deltas, iou_thresholds, strict=True))
+        ):
+            raise ValueError(
+                f"iou_thresholds must be distinct percentages in (0, 100]; got {list(deltas)}"
+            )
+        if not 0.0 < cam_curve_interval <= 1.0:
+            raise ValueError(f"cam_curve_interval must lie in (0, 1]; got {cam_curve_interval}")
+        self.iou_thresholds = deltas
+        self.cam_curve_interval = cam_curve_interval
+        self.cam_thresholds = np.arange(0, 1, cam_curve_interval)
+        self.normalize = normalize
+        self._gt_boxes: dict[str, np.ndarray] = {}
+        self._seen: set[str] = set()
+        for image_id, boxes in gt_boxes.items():
+            self.add_ground_truth(image_id, boxes)
+        self._num_correct = {
+            delta: np.zeros(len(self.cam_thresholds), dtype=np.int64) for delta in deltas
+        }
+
+    @property
+    def count(self) -> int:
+        """The number of images accumulated so far."""
+        return len(self._seen)
+
+    def add_ground_truth(self, image_id: str, boxes: np.ndarray | Sequence[Box]) -> None:
+        """Register one more image's (N, 4) inclusive boxes, N >= 1.
+
+        Raises:
+            ValueError: if the id already has boxes, or the boxes are malformed or none.
+        """
+        if image_id in self._gt_boxes or image_id in self._seen:
+            raise ValueError(f"image id {image_id!r} already has ground-truth boxes")
+        array = _as_box_array(boxes, f"gt_boxes[{image_id!r}]")
+        if len(array) == 0:
+            raise ValueError(f"gt_boxes[{image_id!r}] holds no box; every image needs one")
+        self._gt_boxes[image_id] = array
+
+    def accumulate(self, score_map: np.ndarray, image_id: str) -> np.ndarray:
+        """Score one map at every threshold and count it.
+
+        Args:
+            score_map: (H, W) float map in [0, 1], in the ground truth's pixels.
+            image_id: an id with ground truth, not accumulated before.
+
+        Returns:
+            The image's (T,) best IoU at each threshold of ``cam_thresholds``.
+
+        Raises:
+            KeyError: for an id without ground-truth boxes.
+            ValueError: for an invalid map (NaN, inf, outside [0, 1]; the message names
+                the image) or an id accumulated twice.
+        """
+        if image_id in self._seen:
+            raise ValueError(f"image id {image_id!r} was already accumulated")
+        if image_id not in self._gt_boxes:
+            raise KeyError(f"image id {image_id!r} has no ground-truth boxes")
+        try:
+            score_map = check_score_map(score_map)
+        except ValueError as error:
+            raise ValueError(f"image {image_id!r}: {error}") from None
+        if self.normalize:
+            score_map = min_max_normalize(score_map)
+        ious = max_iou_per_threshold(score_map, self._gt_boxes.pop(image_id), self.cam_thresholds)
+        for delta in self.iou_thresholds:
+            self._num_correct[delta] += ious >= delta / 100
+        self._seen.add(image_id)
+        return ious
+
+    def curves(self) -> dict[int, np.ndarray]:
+        """delta -> (T,) box accuracy in percent at each threshold of ``cam_thresholds``.
+
+        Raises:
+            ValueError: if nothing was accumulated.
+        """
+        if not self._seen:
+            raise ValueError("no score map was accumulated; nothing to compute")
+        return {delta: correct * 100.0 / self.count for delta, correct in self._num_correct.items()}
+
+    def best_thresholds(self) -> dict[int, float]:
+        """delta -> the (first) threshold tau at which BoxAcc(delta) peaks."""
+        return {
+            delta: float(self.cam_thresholds[int(np.argmax(curve))])
+            for delta, curve in self.curves().items()
+        }
+
+    def compute(self) -> dict[str, float]:
+        """``maxboxacc_v2_iou{delta}`` for each delta, their mean ``maxboxacc_v2`` (all in
+        percent) and ``count``.
+
+        Raises:
+            ValueError: if nothing was accumulated.
+        """
+        result = {
+            f"maxboxacc_v2_iou{delta}": float(curve.max()) for delta, curve in self.curves().items()
+        }
+        result["maxboxacc_v2"] = float(np.mean(list(result.values())))
+        result["count"] = float(self.count)
+        return result

@@ -165,8 +165,8 @@ def render_sample(
 def synthesize_cub(
     out: Path,
     num_classes: int = 4,
-    train_per_class: int = 100,
-    test_per_class: int = 30,
+    train_per_class: int = 120,
+    test_per_class: int = 40,
     image_size: int = 96,
     seed: int = 0,
     progress: Progress | None = None,

@@ -1,0 +1,609 @@
+"""The final test evaluation, its own step: ``wsol evaluate`` and ``wsol report``.
+
+This is the only code that reads a test split, and it reads it only for checkpoints a
+study (or a single run) already selected by validation S-score:
+
+    source       a study folder (its ``study.json`` manifest), a study spec, a study name
+                 under ``--storage``, or a single-run folder of ``wsol train``
+    per trial    check that the checkpoint is the selection (re-derived from the trial's
+                 validation history), load it and its f, score it on the test split
+    CAM          once per distinct f, the CAM baseline with the same box rule
+    outputs      <out>/trials/<trial>.json (cached: not re-scored without --force),
+                 results_trials.{md,csv}, results_rows.{md,csv} (mean and std over
+                 seeds), figures/, test.* metrics on each trial's MLflow run
+
+``--epoch-curve`` adds the early-stopping diagnostic: every kept epoch scored on the test
+split against the validation S-score. It is labelled a diagnostic everywhere and nothing
+reads it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study import storage
+from study.errors import StudyError
+
+Log = Callable[[str], None]
+METRIC_COLUMNS = (
+    ("gt_known_loc", "GT-known loc"),
+    ("top1_loc", "Top-1 loc"),
+    ("top1_cls", "Top-1 cls"),
+    ("pxap", "PxAP"),
+    ("maxboxacc_v2", "MaxBoxAccV2"),
+)
+DIAGNOSTIC = "DIAGNOSTIC (test data, never used for selection)"
+
+
+@dataclass
+class TrialTarget:
+    """One selected checkpoint to score."""
+
+    trial_id: str
+    row: str
+    params: dict[str, Any]
+    selected_epoch: int
+    mask_file: str  # the selected g checkpoint (a mask.pt / selected.pt location)
+    classifier: str  # f's classifier.pt location
+    history: list[dict[str, Any]]
+    checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> mask.pt location
+
+
+@dataclass
+class EvaluationSource:
+    """What ``evaluate`` was pointed at, resolved."""
+
+    kind: str  # "study" or "run"
+    name: str
+    root: str
+    out_dir: Path
+    trials: list[TrialTarget]
+    rows: list[str]
+    search_keys: list[str]
+    keep_all_checkpoints: bool
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def resolve_source(
+    target: str, storage_root: str = "studies", out: Path | None = None
+) -> EvaluationSource:
+    """A study folder or URI, a spec YAML, a study name under ``storage_root``, or a
+    single-run folder -> :class:`EvaluationSource`."""
+    candidates: list[str] = []
+    if target.endswith((".yaml", ".yml")) and Path(target).is_file():
+        from study.runner import experiment_path
+        from study.spec import load_spec
+
+        spec = load_spec(target)
+        candidates.append(experiment_path(spec, spec.name))
+    else:
+        candidates.append(target if "://" in target else str(Path(target).resolve()))
+        if "/" not in target:
+            candidates.append(storage.join(_absolute(storage_root), target))
+    for root in candidates:
+        if storage.exists(storage.join(root, "study.json")):
+            return _study_source(root, out)
+        if "://" not in root and (Path(root) / "selection.json").is_file():
+            return _run_source(Path(root), out)
+    raise StudyError(
+        f"nothing to evaluate at {target!r}: looked for a study manifest (study.json, written "
+        f"when `wsol study` ends) or a run folder (selection.json, from `wsol train`) in "
+        f"{', '.join(candidates)}"
+    )
+
+
+def _absolute(location: str) -> str:
+    return location if "://" in location else str(Path(location).resolve())
+
+
+def _default_out(root: str, name: str) -> Path:
+    if "://" in root:
+        return Path("evaluation") / name
+    return Path(root) / "evaluation"
+
+
+def _study_source(root: str, out: Path | None) -> EvaluationSource:
+    manifest = json.loads(storage.read_text(storage.join(root, "study.json")))
+    trials = []
+    skipped = []
+    for trial in manifest["trials"]:
+        if trial["status"] != "TERMINATED" or not trial.get("selected_checkpoint"):
+            skipped.append(f"{trial['trial_id']} ({trial['status']})")
+            continue
+        trials.append(
+            TrialTarget(
+                trial_id=trial["trial_id"],
+                row=trial["row"],
+                params=trial["params"],
+                selected_epoch=int(trial["selected_epoch"]),
+                mask_file=storage.join(trial["selected_checkpoint"], "mask.pt"),
+                classifier=trial["classifier"],
+                history=trial["history"],
+                checkpoints={
+                    int(epoch): storage.join(path, "mask.pt")
+                    for epoch, path in trial.get("checkpoints", {}).items()
+                },
+            )
+        )
+    if skipped:
+        raise StudyError(
+            f"study {manifest['study']} has unfinished or failed trials: {', '.join(skipped)}; "
+            "finish it with `wsol study SPEC --resume` before the final evaluation"
+        )
+    return EvaluationSource(
+        kind="study",
+        name=manifest["study"],
+        root=root,
+        out_dir=out or _default_out(root, manifest["study"]),
+        trials=trials,
+        rows=manifest["rows"],
+        search_keys=manifest["search_keys"],
+        keep_all_checkpoints=manifest.get("keep_all_checkpoints", False),
+        tracking_uri=manifest.get("tracking_uri"),
+        experiment=manifest.get("experiment"),
+    )
+
+
+def _run_source(root: Path, out: Path | None) -> EvaluationSource:
+    import yaml
+
+    selection = json.loads((root / "selection.json").read_text())
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    history = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    classifier = config["classifier"].get("checkpoint") or str(
+        root / "classifier" / "classifier.pt"
+    )
+    trial = TrialTarget(
+        trial_id=root.name,
+        row=config.get("name", root.name),
+        params={},
+        selected_epoch=int(selection["epoch"]),
+        mask_file=str(root / "selected.pt"),
+        classifier=classifier,
+        history=[
+            {
+                "epoch": row["epoch"],
+                "val_s_score": row["val_s_score"],
+                "excluded": int(bool(row.get("excluded_reason"))),
+            }
+            for row in history
+        ],
+    )
+    return EvaluationSource(
+        kind="run",
+        name=root.name,
+        root=str(root),
+        out_dir=out or root / "evaluation",
+        trials=[trial],
+        rows=[trial.row],
+        search_keys=[],
+        keep_all_checkpoints=False,
+    )
+
+
+def verify_selection(trial: TrialTarget, checkpoint_epoch: int) -> None:
+    """Refuse a checkpoint that is not the selection: the epoch must be what
+    :func:`wsol.train.select_epoch` picks from the trial's validation history, and the
+    checkpoint must hold that epoch."""
+    from wsol.train import select_epoch
+
+    history = [
+        {
+            "epoch": row["epoch"],
+            "val_s_score": row["val_s_score"],
+            "excluded_reason": "excluded" if row.get("excluded") else None,
+        }
+        for row in trial.history
+    ]
+    if not history:
+        raise StudyError(f"trial {trial.trial_id}: no validation history; cannot check selection")
+    selected = select_epoch(history).epoch
+    if not selected == trial.selected_epoch == checkpoint_epoch:
+        raise StudyError(
+            f"refusing to score {trial.mask_file}: it holds epoch {checkpoint_epoch}, the "
+            f"manifest names epoch {trial.selected_epoch}, and the validation S-score selects "
+            f"epoch {selected}; only the study's selection is scored on the test split"
+        )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Scored:
+    """One scored row of the results: a trial, or a CAM baseline."""
+
+    key: str  # trial id, or "cam-<hash>"
+    method: str  # row label, or "CAM"
+    params: dict[str, Any]
+    selected_epoch: int | None
+    metrics: dict[str, float]
+    evaluated_at: str
+    figures: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "method": self.method,
+            "params": self.params,
+            "selected_epoch": self.selected_epoch,
+            "metrics": self.metrics,
+            "evaluated_at": self.evaluated_at,
+            "figures": self.figures,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Scored:
+        return cls(**raw, cached=True)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _figures(out_dir: Path, key: str, title: str, evaluation: Any) -> dict[str, str]:
+    from wsol.viz import boxes_figure, masks_figure, pr_curve_figure
+
+    figures: dict[str, str] = {}
+    folder = out_dir / "figures"
+    if evaluation.examples:
+        figures["boxes"] = str(
+            boxes_figure(folder / f"{key}_boxes.png", evaluation.examples, title)
+        )
+        if any(example.gt_mask is not None for example in evaluation.examples):
+            figures["masks"] = str(
+                masks_figure(folder / f"{key}_masks.png", evaluation.examples, title)
+            )
+    if evaluation.pr_curve is not None:
+        figures["pr_curve"] = str(
+            pr_curve_figure(
+                folder / f"{key}_pr.png",
+                {title: (evaluation.pr_curve, evaluation.metrics["pxap"])},
+                f"{title}: pixel precision-recall",
+            )
+        )
+    return figures
+
+
+def _score_trial(trial: TrialTarget, device: Any, out_dir: Path, progress: bool) -> Scored:
+    from wsol.data import read_test_split
+    from wsol.evaluate import evaluate_maps, mask_generator_maps
+    from wsol.train import load_classifier, load_mask_generator_state
+
+    with storage.local_copy(trial.mask_file) as local:
+        mask_generator, state = load_mask_generator_state(local, device)
+    verify_selection(trial, int(state["epoch"]))
+    config = _config_of(state)
+    with storage.local_copy(trial.classifier) as local:
+        classifier, _ = load_classifier(local, device)
+    samples = read_test_split(config.data)
+    evaluation = evaluate_maps(
+        mask_generator_maps(mask_generator), classifier, samples, config, device, progress=progress
+    )
+    title = f"{trial.row} {trial.trial_id} (epoch {trial.selected_epoch})"
+    return Scored(
+        key=trial.trial_id,
+        method=trial.row,
+        params=trial.params,
+        selected_epoch=trial.selected_epoch,
+        metrics=evaluation.metrics,
+        evaluated_at=_now(),
+        figures=_figures(out_dir, trial.trial_id, title, evaluation),
+    )
+
+
+def _config_of(state: dict[str, Any]):
+    from wsol.config import RunConfig
+
+    return RunConfig.model_validate(state["config"])
+
+
+def _score_cam(classifier_location: str, config: Any, device: Any, out_dir: Path, progress: bool):
+    from wsol.data import read_test_split
+    from wsol.evaluate import cam_maps, evaluate_maps
+    from wsol.train import load_classifier
+
+    with storage.local_copy(classifier_location) as local:
+        classifier, _ = load_classifier(local, device)
+    evaluation = evaluate_maps(
+        cam_maps(classifier),
+        classifier,
+        read_test_split(config.data),
+        config,
+        device,
+        progress=progress,
+    )
+    key = cam_key(classifier_location)
+    return Scored(
+        key=key,
+        method="CAM",
+        params={"classifier": classifier_location},
+        selected_epoch=None,
+        metrics=evaluation.metrics,
+        evaluated_at=_now(),
+        figures=_figures(out_dir, key, "CAM", evaluation),
+    )
+
+
+def cam_key(classifier_location: str) -> str:
+    return "cam-" + hashlib.sha256(classifier_location.encode()).hexdigest()[:10]
+
+
+def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool) -> dict:
+    """Every kept epoch of ``trial`` scored on the test split: a diagnostic only."""
+    from wsol.data import read_test_split
+    from wsol.evaluate import evaluate_maps, mask_generator_maps
+    from wsol.train import load_classifier, load_mask_generator_state
+    from wsol.viz import epoch_curve_figure
+
+    with storage.local_copy(trial.classifier) as local:
+        classifier, _ = load_classifier(local, device)
+    samples = None
+    test_loc: dict[int, float] = {}
+    for epoch, location in sorted(trial.checkpoints.items()):
+        with storage.local_copy(location) as local:
+            mask_generator, state = load_mask_generator_state(local, device)
+        config = _config_of(state)
+        samples = samples or read_test_split(config.data)
+        metrics = evaluate_maps(
+            mask_generator_maps(mask_generator),
+            classifier,
+            samples,
+            config,
+            device,
+            progress=progress,
+            num_examples=0,
+        ).metrics
+        test_loc[epoch] = metrics["gt_known_loc"]
+    epochs = sorted(test_loc)
+    val_s = {row["epoch"]: row["val_s_score"] for row in trial.history}
+    best_epoch = max(epochs, key=lambda e: (test_loc[e], -e))
+    selected = trial.selected_epoch
+    result = {
+        "label": DIAGNOSTIC,
+        "trial_id": trial.trial_id,
+        "row": trial.row,
+        "selected_epoch": selected,
+        "test_gt_known_loc_at_selected": test_loc.get(selected),
+        "best_epoch_on_test": best_epoch,
+        "best_test_gt_known_loc": test_loc[best_epoch],
+        "gap": test_loc[best_epoch] - test_loc.get(selected, math.nan),
+        "epochs": {
+            str(e): {"test_gt_known_loc": test_loc[e], "val_s_score": val_s.get(e)} for e in epochs
+        },
+    }
+    figure = epoch_curve_figure(
+        out_dir / "diagnostics" / f"epoch_curve_{trial.trial_id}.png",
+        epochs,
+        [test_loc[e] for e in epochs],
+        [val_s.get(e, math.nan) for e in epochs],
+        selected,
+        [row["epoch"] for row in trial.history if row.get("excluded")],
+        title=f"{trial.row} {trial.trial_id}: gap to the best epoch on test "
+        f"{result['gap']:.1f} points",
+    )
+    result["figure"] = str(figure)
+    return result
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def _log_to_mlflow(source: EvaluationSource, scored: list[Scored], log: Log) -> None:
+    if source.kind != "study" or not source.tracking_uri:
+        return
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import code_version
+
+    client = MlflowClient(source.tracking_uri)
+    experiment = client.get_experiment_by_name(source.experiment or source.name)
+    if experiment is None:
+        log(f"MLflow: experiment {source.experiment!r} not found; test metrics not logged")
+        return
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.study = '{source.name}'"
+    )
+    by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    evaluated_by = f"wsol evaluate ({code_version()})"
+    timestamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    for item in scored:
+        run = by_trial.get(item.key) if item.method != "CAM" else (parents[0] if parents else None)
+        if run is None:
+            log(f"MLflow: no run for {item.key}; its test metrics are only on disk")
+            continue
+        prefix = "test." if item.method != "CAM" else "test.cam."
+        metrics = [
+            Metric(f"{prefix}{name}", float(value), timestamp, 0)
+            for name, value in item.metrics.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        ]
+        client.log_batch(run.info.run_id, metrics=metrics)
+        client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
+        client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
+        for path in item.figures.values():
+            client.log_artifact(run.info.run_id, path, artifact_path="test")
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"
+
+
+def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]:
+    header = ["trial", "method", *source.search_keys, "epoch", *(t for _, t in METRIC_COLUMNS)]
+    rows = [header]
+    for item in scored:
+        rows.append(
+            [
+                item.key,
+                item.method,
+                *(str(item.params.get(key, "-")) for key in source.search_keys),
+                str(item.selected_epoch or "-"),
+                *(_format(item.metrics.get(name)) for name, _ in METRIC_COLUMNS),
+            ]
+        )
+    return rows
+
+
+def row_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]:
+    """Mean and standard deviation over the trials (seeds) of each row, CAM first."""
+    header = ["method", "trials", *(t for _, t in METRIC_COLUMNS)]
+    rows = [header]
+    methods = ["CAM", *source.rows]
+    for method in methods:
+        group = [item for item in scored if item.method == method]
+        if not group:
+            continue
+        cells = [method, str(len(group))]
+        for name, _ in METRIC_COLUMNS:
+            values = [item.metrics[name] for item in group if name in item.metrics]
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(_format(values[0]))
+            else:
+                cells.append(f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}")
+        rows.append(cells)
+    return rows
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows[1:])
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@dataclass
+class EvaluationOutcome:
+    source: EvaluationSource
+    scored: list[Scored]
+    rows_markdown: str
+    trials_markdown: str
+    diagnostics: list[dict[str, Any]]
+
+
+def evaluate(
+    target: str,
+    *,
+    storage_root: str = "studies",
+    out: Path | None = None,
+    force: bool = False,
+    epoch_curve: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    log: Log = print,
+) -> EvaluationOutcome:
+    """Score every selected checkpoint of ``target`` (and the CAM baseline) on the test
+    split; write tables, figures and MLflow ``test.*`` metrics. See the module docstring."""
+    from wsol.train import resolve_device
+
+    source = resolve_source(target, storage_root, out)
+    if epoch_curve and not source.keep_all_checkpoints:
+        raise StudyError(
+            f"--epoch-curve needs every epoch's checkpoint; study {source.name} kept only the "
+            "best ones. Run it with `keep_all_checkpoints: true` in the spec"
+        )
+    torch_device = resolve_device(device)
+    out_dir = source.out_dir
+    (out_dir / "trials").mkdir(parents=True, exist_ok=True)
+    log(
+        f"evaluating {source.kind} {source.name} ({len(source.trials)} selected checkpoints) "
+        f"on the test split -> {out_dir}"
+    )
+    scored: list[Scored] = []
+    fresh: list[Scored] = []
+    for index, trial in enumerate(source.trials, start=1):
+        cache = out_dir / "trials" / f"{trial.trial_id}.json"
+        if cache.is_file() and not force:
+            scored.append(Scored.from_json(json.loads(cache.read_text())))
+            log(f"[{index}/{len(source.trials)}] {trial.trial_id}: already scored ({cache})")
+            continue
+        log(
+            f"[{index}/{len(source.trials)}] {trial.trial_id} ({trial.row}, epoch "
+            f"{trial.selected_epoch}): scoring on the test split"
+        )
+        item = _score_trial(trial, torch_device, out_dir, progress)
+        cache.write_text(json.dumps(item.to_json(), indent=2) + "\n")
+        scored.append(item)
+        fresh.append(item)
+    for location in dict.fromkeys(trial.classifier for trial in source.trials):
+        key = cam_key(location)
+        cache = out_dir / "trials" / f"{key}.json"
+        if cache.is_file() and not force:
+            scored.insert(0, Scored.from_json(json.loads(cache.read_text())))
+            continue
+        log(f"CAM baseline of {location}: scoring on the test split")
+        trial = next(t for t in source.trials if t.classifier == location)
+        with storage.local_copy(trial.mask_file) as local:
+            from wsol.train import load_mask_state
+
+            config = _config_of(load_mask_state(local))
+        item = _score_cam(location, config, torch_device, out_dir, progress)
+        cache.write_text(json.dumps(item.to_json(), indent=2) + "\n")
+        scored.insert(0, item)
+        fresh.append(item)
+    if fresh:
+        _log_to_mlflow(source, fresh, log)
+    diagnostics = []
+    if epoch_curve:
+        for trial in source.trials:
+            cache = out_dir / "diagnostics" / f"epoch_curve_{trial.trial_id}.json"
+            if cache.is_file() and not force:
+                diagnostics.append(json.loads(cache.read_text()))
+                continue
+            log(f"{DIAGNOSTIC}: every epoch of {trial.trial_id} on the test split")
+            result = _epoch_curve(trial, torch_device, out_dir, progress)
+            cache.write_text(json.dumps(result, indent=2) + "\n")
+            diagnostics.append(result)
+    trials_rows = trial_table(source, scored)
+    rows_rows = row_table(source, scored)
+    (out_dir / "results_trials.md").write_text(markdown(trials_rows))
+    (out_dir / "results_trials.csv").write_text(_csv(trials_rows))
+    (out_dir / "results_rows.md").write_text(markdown(rows_rows))
+    (out_dir / "results_rows.csv").write_text(_csv(rows_rows))
+    outcome = EvaluationOutcome(
+        source, scored, markdown(rows_rows), markdown(trials_rows), diagnostics
+    )
+    log("\n" + outcome.rows_markdown)
+    for result in diagnostics:
+        log(
+            f"{DIAGNOSTIC}: {result['trial_id']} selected epoch {result['selected_epoch']} "
+            f"scores {result['test_gt_known_loc_at_selected']:.1f}% test GT-known loc; the "
+            f"best epoch on test ({result['best_epoch_on_test']}) scores "
+            f"{result['best_test_gt_known_loc']:.1f}% (gap {result['gap']:.1f} points)"
+        )
+    if not fresh:
+        log("nothing new to score (every selected checkpoint was scored before; --force redoes)")
+    log(f"tables: {out_dir / 'results_rows.md'}, {out_dir / 'results_trials.md'}")
+    return outcome
