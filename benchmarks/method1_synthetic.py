@@ -1,6 +1,7 @@
 """Show that Method I works: train f and g on the synthetic dataset, then test once.
 
     python benchmarks/method1_synthetic.py [--out runs/bench-method1] [--force] [--smoke]
+                                           [--set KEY=VALUE ...]
 
 Steps (the run logs are printed as they go, and copied to <out>/log.txt):
 
@@ -95,6 +96,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, default=DEFAULT_DATA, help=f"dataset folder (default {DEFAULT_DATA})"
     )
     parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bars")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. --set compute.precision=bf16 (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -142,7 +151,7 @@ def config_for(args: argparse.Namespace, root: Path, extra: Sequence[str]) -> Ru
     overrides = [f"data.root={root}"]
     if args.smoke:
         overrides += SMOKE_OVERRIDES
-    return load_config(args.config, [*overrides, *extra])
+    return load_config(args.config, [*overrides, *getattr(args, "overrides", []), *extra])
 
 
 def train_runs(

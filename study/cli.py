@@ -7,6 +7,7 @@
     wsol evaluate STUDY [--force] [--epoch-curve]
                                         score the selected checkpoints on the test split
     wsol report STUDY                   the tables again, and a self-contained HTML page
+    wsol data check ROOT --format NAME  validate a dataset folder in seconds (study/data_cli.py)
 
 Ray, Optuna and MLflow are imported only by the commands that need them, so the
 single-run mode starts fast and works without a cluster.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from study import data_cli
 from wsol.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
 
 # Flags for the common fields; each is sugar for one --set override.
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
             sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
             sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+    data_cli.add_parser(commands)
     return parser
 
 
@@ -233,6 +236,7 @@ COMMANDS = {
     "study": cmd_study,
     "evaluate": cmd_evaluate,
     "report": cmd_report,
+    "data": data_cli.cmd_data,
 }
 
 

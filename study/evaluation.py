@@ -563,12 +563,15 @@ def evaluate(
         if cache.is_file() and not force:
             scored.insert(0, Scored.from_json(json.loads(cache.read_text())))
             continue
-        log(f"CAM baseline of {location}: scoring on the test split")
         trial = next(t for t in source.trials if t.classifier == location)
         with storage.local_copy(trial.mask_file) as local:
             from wsol.train import load_mask_state
 
             config = _config_of(load_mask_state(local))
+        if config.classifier.kind != "softmax":
+            log(f"no CAM baseline for {location}: Method II's f has no class FC layer")
+            continue
+        log(f"CAM baseline of {location}: scoring on the test split")
         item = _score_cam(location, config, torch_device, out_dir, progress)
         cache.write_text(json.dumps(item.to_json(), indent=2) + "\n")
         scored.insert(0, item)

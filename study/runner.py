@@ -98,24 +98,50 @@ def experiment_path(study: Study, name: str) -> str:
 
 
 def check_datasets(study: Study, cwd: Path) -> None:
-    """Every distinct dataset of the study reads (train and validation only)."""
-    from wsol.data import DatasetError, read_training_splits
+    """Every distinct dataset of the study passes ``wsol data check`` on the splits a study
+    reads (train, and the official validation split where the format has one; never
+    test) and gives a non-empty validation split."""
+    from wsol.data import DatasetError, has_official_validation, read_training_splits
+    from wsol.data.check import check_dataset, training_split_names
+    from wsol.data.index import describe_problems
 
+    checked: set[tuple[str, str, bool]] = set()
     seen: set[str] = set()
     for config in study.classifier_configs():
         config = resolve_paths(config, cwd)
-        key = config.data.model_dump_json()
+        data = config.data
+        key = data.model_dump_json()
         if key in seen:
             continue
         seen.add(key)
+        folder = (str(data.root), data.format, data.require_masks)
         try:
-            splits = read_training_splits(config.data)
+            if folder not in checked:
+                checked.add(folder)
+                report = check_dataset(
+                    data.root,
+                    data.format,
+                    training_split_names(data.format),
+                    require_masks=data.require_masks,
+                )
+                if not report.ok:
+                    raise StudyError(
+                        f"pre-flight: dataset of {config.name} ({data.format} at {data.root}) "
+                        f"has {len(report.problems)} problem(s):\n"
+                        f"{describe_problems(report.problems)}\n"
+                        f"`wsol data check {data.root} --format {data.format}` lists them all"
+                    )
+            splits = read_training_splits(data)
         except (DatasetError, FileNotFoundError, OSError) as error:
             raise StudyError(f"pre-flight: dataset of {config.name}: {error}") from None
         if not splits.val:
+            how = (
+                "its official validation split is empty"
+                if has_official_validation(data.format)
+                else f"with data.val_fraction={data.val_fraction}; raise it"
+            )
             raise StudyError(
-                f"pre-flight: dataset {config.data.root} gives an empty validation split "
-                f"with data.val_fraction={config.data.val_fraction}; raise it"
+                f"pre-flight: dataset {data.root} gives an empty validation split {how}"
             )
 
 
@@ -172,18 +198,21 @@ def _train_classifier_task(config_json: str, location: str) -> str:
     config = RunConfig.model_validate_json(config_json)
     _cap_gpu_memory(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     splits = read_training_splits(config.data)
-    rows: list[dict[str, Any]] = []
-    classifier, history = train_classifier(
-        config, splits, lambda report, save: rows.append({"epoch": report.epoch, **report.metrics})
-    )
     folder = location.rsplit("/", 1)[0]
-    with tempfile.TemporaryDirectory() as directory:
-        local = Path(directory) / "classifier.pt"
-        save_classifier(local, classifier, config, splits.class_names, history)
-        storage.write_text(storage.join(folder, "config.yaml"), config_to_yaml(config))
+    storage.write_text(storage.join(folder, "config.yaml"), config_to_yaml(config))
+    rows: list[dict[str, Any]] = []
+
+    def on_epoch(report, save) -> None:
+        rows.append({"epoch": report.epoch, "epochs": config.classifier.epochs, **report.metrics})
+        # The driver reads this to show progress (a task's prints do not reach it).
         storage.write_text(
             storage.join(folder, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
         )
+
+    classifier, history = train_classifier(config, splits, on_epoch)
+    with tempfile.TemporaryDirectory() as directory:
+        local = Path(directory) / "classifier.pt"
+        save_classifier(local, classifier, config, splits.class_names, history)
         storage.upload_file(local, location)  # last: its presence means "complete"
     last = rows[-1] if rows else {}
     return f"val top-1 {last.get('val_top1_cls', float('nan')):.1f}%"
@@ -218,8 +247,13 @@ def train_classifiers(study: Study, cwd: Path, log: Log) -> dict[str, str]:
         pending[task.remote(config_json, location)] = (key, config.classifier.backbone)
         log(f"classifier {key}: training {config.classifier.backbone} -> {location}")
     started = time.perf_counter()
+    shown: dict[str, int] = {}
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for key, _backbone in pending.values():
+            _show_classifier_progress(key, locations[key], shown, started, log)
+        if not done:
+            continue
         key, backbone = pending.pop(done[0])
         try:
             summary = ray.get(done[0])
@@ -230,6 +264,27 @@ def train_classifiers(study: Study, cwd: Path, log: Log) -> dict[str, str]:
             f"{len(pending)} still training)"
         )
     return locations
+
+
+def _show_classifier_progress(
+    key: str, location: str, shown: dict[str, int], started: float, log: Log
+) -> None:
+    """Log the epochs of f ``key`` finished since the last call (read from storage)."""
+    import json
+
+    metrics = storage.join(location.rsplit("/", 1)[0], "metrics.jsonl")
+    try:
+        rows = [json.loads(line) for line in storage.read_text(metrics).splitlines()]
+    except (FileNotFoundError, OSError, ValueError):
+        return
+    for row in rows[shown.get(key, 0) :]:
+        top1 = row.get("val_top1_cls")
+        log(
+            f"classifier {key}: epoch {row['epoch']}/{row.get('epochs', '?')}"
+            + (f"  val top-1 {top1:.1f}%" if top1 is not None else "")
+            + f"  ({time.perf_counter() - started:.0f}s)"
+        )
+    shown[key] = len(rows)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -316,6 +371,10 @@ def mask_trial(tune_config: dict[str, Any], context: _TrialContext) -> None:
         selection = select_epoch(history)
         selected = next(row for row in history if row["epoch"] == selection.epoch)
         objective = selected.get(metric, math.nan)
+        if metric == "val_s_score":
+            # The guarded score: a trial whose every epoch is degenerate (plain max-S
+            # fallback) ranks below every trial with a selectable epoch.
+            objective = selected["selection_score"]
         result = {
             "epoch": report.epoch,
             **report.metrics,
@@ -603,7 +662,7 @@ def format_table(study: Study, summaries: list[TrialSummary]) -> str:
     """A Markdown table: trial, row, the varying params, selected epoch, S, objective."""
     keys = list(study.search_space)
     metric = study.trial_selection.metric
-    header = ["trial", "row", *keys, "status", "selected epoch", "val S", metric]
+    header = ["trial", "row", *keys, "status", "selected epoch", "val S", "excluded", metric]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def number(value: Any, digits: int = 4) -> str:
@@ -619,10 +678,19 @@ def format_table(study: Study, summaries: list[TrialSummary]) -> str:
             s.status,
             number(s.selected_epoch),
             number(s.selected_s_score),
+            _excluded_note(s),
             number(s.objective),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _excluded_note(summary: TrialSummary) -> str:
+    """How many epochs the guard excluded; 'all' means the selection fell back to max-S."""
+    count = len(summary.excluded_epochs)
+    if summary.epochs and count == summary.epochs:
+        return f"{count}/{summary.epochs} (all: plain max-S)"
+    return f"{count}/{summary.epochs}"
 
 
 def write_manifest(study: Study, name: str, summaries: list[TrialSummary]) -> str:
@@ -726,6 +794,10 @@ def run_study(
     )
     retention = None if study.keep_all_checkpoints else CheckpointRetention(study.keep_checkpoints)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_PERIOD_S))
+    # MLflow's HTTP client retries for minutes by default, which would stall Tune's loop
+    # (the tracker runs in it) while a tracking server restarts.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     tuner = build_tuner(
         study,
         name,

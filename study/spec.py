@@ -53,6 +53,7 @@ from pydantic import (
 )
 
 from wsol.config import (
+    EMBEDDING_ONLY_FIELDS,
     ConfigError,
     RunConfig,
     config_from_dict,
@@ -409,6 +410,10 @@ def is_remote_uri(storage: str) -> bool:
     return is_uri(storage) and not storage.startswith("file://")
 
 
+# data fields that do not change f: the loader's worker count, and require_masks (a check).
+_DATA_NOT_IN_F = ("num_workers", "require_masks")
+
+
 def classifier_key(config: RunConfig) -> str:
     """Content hash (first 16 hex chars of sha256) of exactly the fields that determine f.
 
@@ -416,20 +421,28 @@ def classifier_key(config: RunConfig) -> str:
     training set), ``classifier.*`` (architecture, init, optimiser, schedule and
     ``classifier.seed``, which alone seeds f's training), ``deterministic`` (changes the
     kernels, so f's weights). Out: ``data.num_workers`` (loaders are seeded per sample, so
-    the worker count does not change the data), ``classifier.checkpoint`` (a file to load
+    the worker count does not change the data), ``data.require_masks`` (a check: it changes
+    no image, and keys from before it existed stay valid), ``classifier.checkpoint`` (a file to load
     *instead of* training: it names where an f is, not what it is), ``mask.*`` and
     ``selection.*`` (only g and its checkpoint choice), ``seed`` (the run seed: g's init and
     data order, not f's), ``name``, and ``device`` (placement: ``auto`` resolves per node,
     and f trained on CPU or GPU is treated as the same f). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
+    Method II's fields (``classifier.kind`` and the embedding-only fields listed in
+    ``wsol.config.EMBEDDING_ONLY_FIELDS``) are in for ``kind: embedding`` and out for a
+    softmax classifier, which they do not change: a Siamese embedding network never shares
+    a key with a softmax classifier, and Method I keys are the same as before Method II.
     """
     dumped = config.model_dump(mode="json")
+    classifier = {key: value for key, value in dumped["classifier"].items() if key != "checkpoint"}
+    if config.classifier.kind == "softmax":
+        classifier = {
+            key: value for key, value in classifier.items() if key not in EMBEDDING_ONLY_FIELDS
+        }
     content = {
         "version": _CLASSIFIER_KEY_VERSION,
-        "data": {key: value for key, value in dumped["data"].items() if key != "num_workers"},
-        "classifier": {
-            key: value for key, value in dumped["classifier"].items() if key != "checkpoint"
-        },
+        "data": {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F},
+        "classifier": classifier,
         "deterministic": dumped["deterministic"],
     }
     text = json.dumps(content, sort_keys=True, separators=(",", ":"))

@@ -177,3 +177,22 @@ def test_report_writes_a_self_contained_page(evaluated) -> None:
     text = page.read_text()
     assert "<table>" in text and "data:image/png;base64," in text
     assert any("| CAM |" in line for line in lines)
+
+
+def test_a_single_run_folder_is_evaluated_like_a_one_trial_study(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from studies import tiny_spec_dict
+
+    from wsol.config import config_from_dict
+    from wsol.local_run import run_local
+
+    base = tiny_spec_dict(synthetic_root, tmp_path)["base"]
+    config = config_from_dict({**base, "name": "single"})
+    run_local(config, tmp_path / "run", progress=False, log=lambda _: None)
+
+    result = evaluate(str(tmp_path / "run"), progress=False, log=lambda _: None)
+
+    assert result.source.kind == "run"
+    assert [item.method for item in result.scored] == ["CAM", "single"]
+    assert (tmp_path / "run" / "evaluation" / "results_rows.md").is_file()

@@ -17,9 +17,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+# The keys of wsol.data.formats.FORMATS (a test keeps the two equal).
+DatasetFormatName = Literal[
+    "cub",
+    "cars",
+    "flowers",
+    "tinyimagenet",
+    "wsolbench_cub",
+    "wsolbench_ilsvrc",
+    "wsolbench_openimages",
+]
 
 
 class StrictModel(BaseModel):
@@ -32,11 +49,21 @@ class DataConfig(StrictModel):
     """Where the images are and how they are read and transformed."""
 
     root: Path = Field(Path("data/CUB_200_2011"), description="Dataset folder.")
-    format: Literal["cub"] = Field("cub", description="Directory layout of `root`.")
+    format: DatasetFormatName = Field(
+        "cub",
+        description="Directory layout of `root`, each a dataset's official release (see "
+        "wsol.data.formats): cub, cars (Stanford Cars devkit), flowers (Oxford 102), "
+        "tinyimagenet (Tiny-ImageNet-200), wsolbench_cub / wsolbench_ilsvrc / "
+        "wsolbench_openimages (the metadata of Choe et al., CVPR 2020).",
+    )
     resize: int = Field(256, ge=8, description="Images are resized to resize x resize px.")
     crop: int = Field(224, ge=32, description="Then cropped to crop x crop px (multiple of 32).")
     val_fraction: float = Field(
-        0.1, gt=0.0, lt=1.0, description="Share of each class's training images held out."
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Share of each class's training images held out for validation (formats "
+        "with an official validation split, flowers and wsolbench_*, use that instead).",
     )
     split_seed: int = Field(0, description="Seed of the train/validation carve (not the run seed).")
     normalization: Literal["imagenet", "per_image"] = Field(
@@ -45,6 +72,12 @@ class DataConfig(StrictModel):
         "'per_image': each image standardised by its own mean/std (from-scratch nets).",
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    require_masks: bool = Field(
+        False,
+        description="Every image must have a segmentation mask, so that PxAP can be computed "
+        "(the paper's Tables 4 and 5, CUB and Flowers): reading fails, and `wsol data check` "
+        "and the study pre-flight report each image without one.",
+    )
 
     @field_validator("crop")
     @classmethod
@@ -55,7 +88,11 @@ class DataConfig(StrictModel):
 
 
 class ClassifierConfig(StrictModel):
-    """The image classifier f (Method I) and how it is trained (paper's defaults)."""
+    """The network f and how it is trained (paper's defaults).
+
+    Method I's f is a softmax classifier; Method II's (``kind: embedding``) is the
+    Siamese embedding network. Both share the backbone, init and optimiser fields.
+    """
 
     backbone: BackboneName = "resnet18"
     pretrained: bool = Field(True, description="Start from torchvision's ImageNet weights.")
@@ -83,10 +120,52 @@ class ClassifierConfig(StrictModel):
         80, ge=1, description="The learning rate is multiplied by lr_gamma every lr_step epochs."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1)
+    # Method II: f is a Siamese embedding network instead of a softmax classifier.
+    kind: Literal["softmax", "embedding"] = Field(
+        "softmax",
+        description="'softmax': Method I's classifier (ResNet, GAP, one FC layer, CE "
+        "training); 'embedding': Method II's Siamese embedding (ResNet, GAP, linear "
+        "projection to embedding_dim), trained with the triplet loss of Eq. 2.",
+    )
+    embedding_dim: int = Field(
+        200, ge=1, description="Method II: the 512-d pooled features are projected to this."
+    )
+    triplet_margin: float = Field(1.0, gt=0, description="Method II: the margin of Eq. 2.")
+    normalize_embedding: bool = Field(
+        False,
+        description="Method II, ours (the paper does not normalise): scale f's embeddings to "
+        "unit L2 norm, for f and for g's losses. Helps from-scratch f escape the collapsed "
+        "state (all embeddings near one point, loss = margin).",
+    )
+    triplet_sampling: Literal["random"] = Field(
+        "random",
+        description="Method II: how Eq. 2's triplets are drawn ('random': see "
+        "wsol.triplets.TripletSampler; a class with one image is never an anchor).",
+    )
+    triplets_per_anchor: int = Field(
+        1, ge=1, description="Method II: triplets per training image (as anchor) per epoch."
+    )
+
+
+# Classifier fields that only the embedding network (classifier.kind: embedding) reads;
+# a softmax classifier's identity (study.spec.classifier_key) leaves them out.
+EMBEDDING_ONLY_FIELDS = (
+    "kind",
+    "embedding_dim",
+    "triplet_margin",
+    "normalize_embedding",
+    "triplet_sampling",
+    "triplets_per_anchor",
+)
 
 
 class MaskConfig(StrictModel):
-    """The mask generator g, the loss of Eq. 1 and how g is trained."""
+    """The mask generator g, its loss and how g is trained.
+
+    ``method: 1``: Eq. 1 (``ce``, ``reg``, ``lam``). ``method: 2``: L_inner (Eq. 3) +
+    L_outer (Eq. 4) + lam * R(M_a) (``inner``, ``outer``, ``reg``, ``lam``,
+    ``triplet_margin``); ``ce`` is not read.
+    """
 
     encoder: BackboneName = "resnet18"
     pretrained: bool = True
@@ -106,6 +185,17 @@ class MaskConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(100, ge=1)
+    method: Literal[1, 2] = Field(
+        1,
+        description="1: Eq. 1 against a softmax classifier (classifier.kind: softmax); "
+        "2: Eq. 3 + Eq. 4 + lambda*R(M_a) against a Siamese embedding "
+        "(classifier.kind: embedding).",
+    )
+    inner: bool = Field(True, description="Method II: use L_inner (Eq. 3).")
+    outer: bool = Field(True, description="Method II: use L_outer (Eq. 4).")
+    triplet_margin: float = Field(
+        1.0, gt=0, description="Method II: the margin of Eq. 3 and Eq. 4."
+    )
 
 
 class SelectionConfig(StrictModel):
@@ -137,6 +227,19 @@ class RunConfig(StrictModel):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+
+    @model_validator(mode="after")
+    def _method_matches_network(self) -> RunConfig:
+        method, kind = self.mask.method, self.classifier.kind
+        needed = "embedding" if method == 2 else "softmax"
+        if kind != needed:
+            name = "Method II (Eq. 3, 4)" if method == 2 else "Method I (Eq. 1)"
+            raise ValueError(
+                f"mask.method={method} is {name} and needs classifier.kind={needed!r}, got "
+                f"classifier.kind={kind!r}; set both: mask.method=1 with "
+                "classifier.kind=softmax, or mask.method=2 with classifier.kind=embedding"
+            )
+        return self
 
 
 class ConfigError(ValueError):

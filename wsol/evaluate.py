@@ -28,7 +28,7 @@ from wsol.config import RunConfig
 from wsol.data import Sample, WsolDataset, build_transform, normalize
 from wsol.localize import Box, check_score_map
 from wsol.metrics import LocalizationEvaluator, MaxBoxAccV2Evaluator, PxAPEvaluator
-from wsol.models import Classifier
+from wsol.models import Classifier, top1_classes
 from wsol.train import make_loader
 
 MapFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -174,8 +174,10 @@ def evaluate_maps(
     Reads only ``samples``, through the eval transform of ``config.data`` (resize, centre
     crop C x C; ground-truth boxes and masks carried into crop pixels), in batches of
     ``config.mask.batch_size``, images normalised with ``config.data.normalization``.
-    Top-1 cls is ``classifier``'s top-1 prediction; the box of a map is the largest
-    contour above ``config.selection.threshold`` of its max; GT-known needs IoU >= 0.5.
+    Top-1 cls is ``classifier``'s top-1 prediction (:func:`wsol.models.top1_classes`:
+    for Method II's embedding network, the nearest training-split class mean); the box
+    of a map is the largest contour above ``config.selection.threshold`` of its max;
+    GT-known needs IoU >= 0.5.
     PxAP is computed on the maps as given (g's M, the paper's Eq. 7-8); MaxBoxAccV2
     min-max normalises each map first, as wsolevaluation does.
 
@@ -227,7 +229,7 @@ def evaluate_maps(
             images = batch["image"].to(device)
             labels = batch["label"].to(device)
             normalized = normalize(images, config.data.normalization)
-            predicted = classifier(normalized).argmax(dim=1).cpu().tolist()
+            predicted = top1_classes(classifier, normalized).cpu().tolist()
             maps = map_fn(normalized, labels)
             crop = images.shape[-1]
             if tuple(maps.shape) != (len(images), crop, crop):

@@ -1,4 +1,5 @@
-"""The loss of Method I (Eq. 1): D(f(I), f(I*M)) + lambda * R(M)."""
+"""The losses: Method I (Eq. 1): D(f(I), f(I*M)) + lambda * R(M); Method II: the triplet
+loss of Eq. 2 (f's pretraining) and L_inner (Eq. 3) + L_outer (Eq. 4) + lambda * R(M_a)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,100 @@ def method1_loss(
     if use_reg:
         total = total + lam * reg
     return LossTerms(total=total, ce=ce, reg=reg)
+
+
+# --------------------------------------------------------------------------- Method II
+
+
+def euclidean_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Row-wise Euclidean distance ||x - y|| of (B, D) embeddings -> (B,).
+
+    The squared distance is clamped at 1e-12 before the square root, so identical rows
+    give 1e-6 and a finite (zero) gradient instead of NaN.
+    """
+    return (x - y).pow(2).sum(dim=-1).clamp_min(1e-12).sqrt()
+
+
+def triplet_losses(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """max(||a - p|| - ||a - n|| + margin, 0) per triplet: (B, D) x 3 -> (B,).
+
+    Eq. 2 with margin 1 (f's pretraining); Eq. 3 and 4 are this with other arguments.
+    """
+    return F.relu(
+        euclidean_distance(anchor, positive) - euclidean_distance(anchor, negative) + margin
+    )
+
+
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """The batch mean of :func:`triplet_losses` (a scalar): Eq. 2."""
+    return triplet_losses(anchor, positive, negative, margin).mean()
+
+
+@dataclass
+class Method2Terms:
+    """Method II's terms for one batch; ``total`` is what is minimised (batch means)."""
+
+    total: torch.Tensor
+    inner: torch.Tensor
+    outer: torch.Tensor
+    reg: torch.Tensor
+
+
+def method2_loss(
+    embedding: nn.Module,
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    anchor_embedding: torch.Tensor,
+    *,
+    lam: float,
+    use_inner: bool,
+    use_outer: bool,
+    use_reg: bool,
+    margin: float,
+    normalization: Literal["imagenet", "per_image"],
+    apply_to: Literal["normalized", "raw"],
+) -> Method2Terms:
+    """L_inner (Eq. 3) + L_outer (Eq. 4) + lam * R(M_a) for a batch of triplets.
+
+    ``embedding`` is f, frozen; gradients flow through it into the masks.
+    ``images`` = (I_a, I_p, I_n), each (B,3,H,W) in [0,1]; ``masks`` = (g(I_a), g(I_p),
+    g(I_n)), each (B,1,H,W); ``anchor_embedding`` = f(I_a) (B, D), computed without
+    gradients by the caller. J^f_x = g(I_x) * I_x and J^b_x = (1 - g(I_x)) * I_x, both as
+    :func:`weighted_input` makes them (``apply_to``)::
+
+        L_inner = max(||f(I_a) - f(J^f_a)|| - ||f(I_a) - f(J^b_a)|| + margin, 0)
+        L_outer = max(||f(J^f_a) - f(J^f_p)|| - ||f(J^f_a) - f(J^f_n)|| + margin, 0)
+        R(M_a)  = mean of M_a
+
+    A switched-off term is still reported (for the logs) but adds nothing to ``total``.
+    f embeds the four masked batches in one call (it is in eval mode, so this equals four
+    calls).
+    """
+    image_a, image_p, image_n = images
+    mask_a, mask_p, mask_n = masks
+    batch = len(image_a)
+    inputs = torch.cat(
+        [
+            weighted_input(image_a, mask_a, normalization, apply_to),
+            weighted_input(image_a, 1.0 - mask_a, normalization, apply_to),
+            weighted_input(image_p, mask_p, normalization, apply_to),
+            weighted_input(image_n, mask_n, normalization, apply_to),
+        ]
+    )
+    fore_a, back_a, fore_p, fore_n = embedding(inputs).split(batch)
+    target = anchor_embedding.detach()
+    inner = triplet_loss(target, fore_a, back_a, margin)
+    outer = triplet_loss(fore_a, fore_p, fore_n, margin)
+    reg = l1_regularizer(mask_a)
+    total = mask_a.new_zeros(())
+    if use_inner:
+        total = total + inner
+    if use_outer:
+        total = total + outer
+    if use_reg:
+        total = total + lam * reg
+    return Method2Terms(total=total, inner=inner, outer=outer, reg=reg)

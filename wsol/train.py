@@ -1,6 +1,11 @@
-"""Training loops for the classifier f and the mask generator g (Method I).
+"""Training loops for the network f and the mask generator g (Methods I and II).
 
-Both loops call back once per epoch with that epoch's validation metrics and a way to
+f is Method I's softmax classifier or Method II's Siamese embedding network
+(``classifier.kind``); g is trained with Eq. 1 or with Eq. 3 + 4 (``mask.method``). The
+entry points :func:`train_classifier`, :func:`save_classifier`, :func:`load_classifier`
+and :func:`train_mask` dispatch on the config, so callers need not know the method.
+
+All loops call back once per epoch with that epoch's validation metrics and a way to
 save a checkpoint; the single-run local mode and the Ray Tune trainable are two such
 callbacks. The loops never see the test split: they take :class:`TrainingSplits`.
 """
@@ -26,9 +31,10 @@ from wsol.config import ClassifierConfig, MaskConfig, RunConfig, SelectionConfig
 from wsol.data import TrainingSplits, WsolDataset, build_transform, collate_samples
 from wsol.data.transforms import normalize
 from wsol.localize import Box, summarize_map
-from wsol.losses import method1_loss
+from wsol.losses import method1_loss, method2_loss, triplet_loss, triplet_losses, weighted_input
 from wsol.metrics import iou
-from wsol.models import Classifier, MaskGenerator, freeze
+from wsol.models import Classifier, EmbeddingNet, MaskGenerator, freeze
+from wsol.triplets import TripletDataset, TripletSampler, collate_triplets
 
 CHECKPOINT_FORMAT = 1
 VISUAL_MAX_SIDE = 96
@@ -124,7 +130,18 @@ SaveCheckpoint = Callable[[Path], None]
 EpochCallback = Callable[[EpochReport, SaveCheckpoint], None]
 
 
-def build_classifier(config: ClassifierConfig, num_classes: int) -> Classifier:
+def build_classifier(config: ClassifierConfig, num_classes: int) -> Classifier | EmbeddingNet:
+    """f as ``config.kind`` says: a softmax :class:`Classifier` or an :class:`EmbeddingNet`."""
+    if config.kind == "embedding":
+        return EmbeddingNet(
+            num_classes,
+            embedding_dim=config.embedding_dim,
+            normalize=config.normalize_embedding,
+            backbone=config.backbone,
+            pretrained=config.pretrained,
+            weights_path=config.weights_path,
+            small_input_stem=config.small_input_stem,
+        )
     return Classifier(
         num_classes,
         backbone=config.backbone,
@@ -135,9 +152,17 @@ def build_classifier(config: ClassifierConfig, num_classes: int) -> Classifier:
 
 
 def save_classifier(
-    path: Path, classifier: Classifier, config: RunConfig, class_names: list[str], history: list
+    path: Path,
+    classifier: Classifier | EmbeddingNet,
+    config: RunConfig,
+    class_names: list[str],
+    history: list,
 ) -> None:
-    """classifier.pt: the model, the config it was trained with, class names, metrics."""
+    """classifier.pt: the model, the config it was trained with, class names, metrics.
+
+    For Method II's embedding network the model's state holds its training-split class
+    means (buffers ``class_means``, ``class_counts``), which classify by nearest mean.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -152,8 +177,14 @@ def save_classifier(
     )
 
 
-def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
-    """Load classifier.pt -> (frozen f on ``device``, the checkpoint's metadata)."""
+def load_classifier(
+    path: Path, device: torch.device | str = "cpu"
+) -> tuple[Classifier | EmbeddingNet, dict]:
+    """Load classifier.pt -> (frozen f on ``device``, the checkpoint's metadata).
+
+    f is a :class:`Classifier` or an :class:`EmbeddingNet`, as the stored config's
+    ``classifier.kind`` says (checkpoints from before Method II are softmax classifiers).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
@@ -181,7 +212,12 @@ def train_classifier(
     Validation metrics each epoch: ``val_top1_cls`` (%), ``val_loss``; plus
     ``train_loss`` and ``lr``. The paper: SGD, batch 16, lr 1e-3, wd 1e-4, lr/10 every
     80 epochs, 200 epochs; all from ``config.classifier``.
+
+    With ``classifier.kind: embedding`` this trains Method II's Siamese embedding
+    instead (:func:`train_embedding`), reporting the same metric names.
     """
+    if config.classifier.kind == "embedding":
+        return train_embedding(config, splits, on_epoch, progress=progress)
     cfg = config.classifier
     device = resolve_device(config.device)
     seed = cfg.seed
@@ -470,9 +506,19 @@ def load_mask_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_mask_generator(path: Path, device: torch.device | str = "cpu") -> MaskGenerator:
-    """g from a checkpoint, in eval mode on ``device``."""
+def load_mask_generator_state(
+    path: Path, device: torch.device | str = "cpu"
+) -> tuple[MaskGenerator, dict[str, Any]]:
+    """(g in eval mode on ``device``, the checkpoint's full state: epoch, config, history)."""
     state = load_mask_state(path)
+    return load_mask_generator(path, device, state=state), state
+
+
+def load_mask_generator(
+    path: Path, device: torch.device | str = "cpu", *, state: dict[str, Any] | None = None
+) -> MaskGenerator:
+    """g from a checkpoint, in eval mode on ``device`` (``state``: already loaded)."""
+    state = state if state is not None else load_mask_state(path)
     mask_config = MaskConfig.model_validate(state["config"]["mask"])
     mask_generator = build_mask_generator(
         mask_config.model_copy(update={"pretrained": False, "weights_path": None})
@@ -490,7 +536,7 @@ class MaskTrainingResult:
 
 def train_mask(
     config: RunConfig,
-    classifier: Classifier,
+    classifier: Classifier | EmbeddingNet,
     splits: TrainingSplits,
     on_epoch: EpochCallback | None = None,
     *,
@@ -503,7 +549,15 @@ def train_mask(
     whether our guard excludes the epoch; ``save(path)`` in the callback writes a
     checkpoint a later call can resume from via ``resume_state``
     (:func:`load_mask_state`), giving the same results as an uninterrupted run on CPU.
+
+    With ``mask.method: 2`` this trains g with Method II's loss against the frozen
+    embedding network instead (:func:`train_mask_method2`).
     """
+    _check_network_matches_method(classifier, config)
+    if config.mask.method == 2:
+        return train_mask_method2(
+            config, classifier, splits, on_epoch, resume_state=resume_state, progress=progress
+        )
     cfg = config.mask
     if not (cfg.ce or cfg.reg):
         raise ValueError("mask.ce and mask.reg are both false: Eq. 1 has nothing to minimise")
@@ -565,6 +619,410 @@ def train_mask(
             raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
         val_metrics, maps, boxes = validate_mask_generator(
             mask_generator, classifier, val_set, config, device
+        )
+        reason = exclusion_reason(val_metrics, config.selection)
+        metrics = {
+            **val_metrics,
+            "selection_score": selection_score(val_metrics["val_s_score"], reason is None),
+            **{f"train_{key}": value / max(seen, 1) for key, value in totals.items()},
+        }
+        history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
+        visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
+        if on_epoch is not None:
+
+            def save(path: Path, _epoch: int = epoch) -> None:
+                save_mask_state(path, mask_generator, optimizer, _epoch, config, history, visuals)
+
+            on_epoch(
+                EpochReport(
+                    epoch=epoch,
+                    metrics=metrics,
+                    excluded_reason=reason,
+                    visual_maps=maps,
+                    visual_boxes=boxes,
+                ),
+                save,
+            )
+    return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
+
+
+# --------------------------------------------------------------------------- Method II
+
+TRIPLET_ROLES = ("anchor", "positive", "negative")
+
+
+def _check_network_matches_method(network: nn.Module, config: RunConfig) -> None:
+    """Refuse g training against the wrong kind of f (e.g. a classifier.checkpoint of the
+    other method), naming the fields."""
+    method = config.mask.method
+    is_embedding = isinstance(network, EmbeddingNet)
+    if method == 2 and not is_embedding:
+        raise ValueError(
+            "mask.method=2 (Method II) needs a Siamese embedding network f "
+            f"(classifier.kind=embedding), got a {type(network).__name__}; check "
+            "classifier.checkpoint"
+        )
+    if method == 1 and is_embedding:
+        raise ValueError(
+            "mask.method=1 (Method I) needs a softmax classifier f (classifier.kind=softmax), "
+            "got an EmbeddingNet; set mask.method=2 for an embedding network, or check "
+            "classifier.checkpoint"
+        )
+
+
+def make_triplet_loader(
+    dataset: WsolDataset,
+    triplets: np.ndarray,
+    batch_size: int,
+    *,
+    epoch: int,
+    num_workers: int,
+) -> DataLoader:
+    """Batches of ``triplets`` (already in a seeded random order, see
+    :class:`TripletSampler`) with ``dataset``'s augmentation of ``epoch``; a batch holds
+    ``batch_size`` triplets, so 3 x ``batch_size`` images."""
+    dataset.set_epoch(epoch)
+    return DataLoader(
+        TripletDataset(dataset, triplets),
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=len(triplets) > batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_triplets,
+        persistent_workers=False,
+    )
+
+
+def validation_triplets(samples: list[Any]) -> np.ndarray | None:
+    """Fixed triplets over the validation split (seed 0, epoch 0), the same every epoch and
+    run, for the triplet losses' validation values; None when the split admits none
+    (fewer than 2 classes, or no class with 2 images)."""
+    try:
+        return TripletSampler([sample.label for sample in samples], seed=0).triplets(0)
+    except ValueError:
+        return None
+
+
+@torch.no_grad()
+def embed_dataset(
+    network: EmbeddingNet, dataset: WsolDataset, config: RunConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings (N, D), labels (N,)) of ``dataset`` in order, on the CPU, in eval mode."""
+    was_training = network.training
+    network.eval()
+    loader = make_loader(
+        dataset, 64, train=False, seed=0, epoch=0, num_workers=config.data.num_workers
+    )
+    embeddings, labels = [], []
+    for batch in loader:
+        images = normalize(batch["image"].to(device), config.data.normalization)
+        embeddings.append(network(images).float().cpu())
+        labels.append(batch["label"])
+    network.train(was_training)
+    if not embeddings:
+        return torch.zeros(0, network.embedding_dim), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+@torch.no_grad()
+def evaluate_embedding(
+    network: EmbeddingNet,
+    train_set: WsolDataset,
+    val_set: WsolDataset,
+    val_triplets: np.ndarray | None,
+    config: RunConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Set f's class means from ``train_set`` (centre crops), then on ``val_set``:
+    ``val_top1_cls`` (%, nearest class mean) and ``val_loss`` (mean Eq. 2 over
+    ``val_triplets``; NaN when there are none)."""
+    train_embeddings, train_labels = embed_dataset(network, train_set, config, device)
+    network.set_class_means(train_embeddings.to(device), train_labels.to(device))
+    val_embeddings, val_labels = embed_dataset(network, val_set, config, device)
+    predicted = network.logits_from_embeddings(val_embeddings.to(device)).argmax(1).cpu()
+    correct = int((predicted == val_labels).sum())
+    loss = math.nan
+    if val_triplets is not None and len(val_triplets):
+        anchor, positive, negative = (val_embeddings[val_triplets[:, k]] for k in range(3))
+        loss = triplet_loss(anchor, positive, negative, config.classifier.triplet_margin).item()
+    return {"val_top1_cls": 100.0 * correct / max(len(val_labels), 1), "val_loss": loss}
+
+
+def train_embedding(
+    config: RunConfig,
+    splits: TrainingSplits,
+    on_epoch: EpochCallback | None = None,
+    *,
+    progress: bool = False,
+) -> tuple[EmbeddingNet, list[dict[str, float]]]:
+    """Train Method II's Siamese embedding f with the triplet loss of Eq. 2.
+
+    Each epoch draws triplets from the training split (:class:`TripletSampler`, seeded
+    by ``classifier.seed`` and the epoch; ``classifier.triplets_per_anchor`` per image);
+    a batch is ``classifier.batch_size`` triplets, embedded in one forward pass. After
+    each epoch f's class means are recomputed on the training split (centre crops) and
+    stored in f, so a checkpoint saved at any epoch classifies by nearest class mean.
+    Metrics as :func:`train_classifier`: ``val_top1_cls`` (nearest class mean),
+    ``val_loss`` (Eq. 2 on fixed validation triplets), ``train_loss``, ``lr``.
+    Returns (frozen f, per-epoch metrics).
+    """
+    cfg = config.classifier
+    device = resolve_device(config.device)
+    seed = cfg.seed
+    seed_everything(seed, config.deterministic)
+    network = build_classifier(cfg, len(splits.class_names)).to(device)
+    assert isinstance(network, EmbeddingNet)
+    optimizer = _optimizer(
+        network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
+    train_set = WsolDataset(splits.train, build_transform(config.data, True), seed)
+    means_set = WsolDataset(splits.train, build_transform(config.data, False), seed)
+    val_set = WsolDataset(splits.val, build_transform(config.data, False), seed)
+    sampler = TripletSampler([s.label for s in splits.train], seed, cfg.triplets_per_anchor)
+    val_triplets = validation_triplets(splits.val)
+    normalization = config.data.normalization
+    history: list[dict[str, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        network.train()
+        loader = make_triplet_loader(
+            train_set,
+            sampler.triplets(epoch),
+            cfg.batch_size,
+            epoch=epoch,
+            num_workers=config.data.num_workers,
+        )
+        total_loss, seen = 0.0, 0
+        for batch in _progress(loader, progress, f"f epoch {epoch}/{cfg.epochs}", len(loader)):
+            count = len(batch["anchor"]["image"])
+            images = torch.cat([batch[role]["image"] for role in TRIPLET_ROLES])
+            embeddings = network(normalize(images.to(device), normalization))
+            anchor, positive, negative = embeddings.split(count)
+            loss = triplet_loss(anchor, positive, negative, cfg.triplet_margin)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * count
+            seen += count
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"f's triplet loss became {total_loss} in epoch {epoch}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        metrics = {
+            **evaluate_embedding(network, means_set, val_set, val_triplets, config, device),
+            "train_loss": total_loss / max(seen, 1),
+            "lr": lr,
+        }
+        history.append({"epoch": epoch, **metrics})
+        if on_epoch is not None:
+
+            def save(path: Path, _history: list = history) -> None:
+                save_classifier(path, network, config, splits.class_names, _history)
+
+            on_epoch(EpochReport(epoch=epoch, metrics=metrics), save)
+    return freeze(network), history
+
+
+class _MapScores:
+    """Accumulates the per-map validation numbers shared by both methods: S-score, box
+    fraction, map mean, GT-known loc, and the tracked maps/boxes."""
+
+    def __init__(self, selection: SelectionConfig) -> None:
+        self.selection = selection
+        self.sums = dict.fromkeys(("s_score", "box_fraction", "mask_mean", "gt_known"), 0.0)
+        self.count, self.with_boxes = 0, 0
+        self.visual_maps: list[np.ndarray] = []
+        self.visual_boxes: list[Box] = []
+
+    def add(self, masks: torch.Tensor, gt_boxes: list[torch.Tensor]) -> None:
+        maps = masks[:, 0].float().cpu().numpy().astype(np.float64)
+        for score_map, boxes in zip(maps, gt_boxes, strict=True):
+            summary = summarize_map(score_map, self.selection.threshold)
+            self.sums["s_score"] += summary.s_score
+            self.sums["box_fraction"] += summary.box_fraction
+            self.sums["mask_mean"] += summary.mean_value
+            if len(boxes):
+                self.with_boxes += 1
+                best = max(iou(summary.box, tuple(box.tolist())) for box in boxes)
+                self.sums["gt_known"] += float(best >= 0.5)
+            if len(self.visual_maps) < self.selection.num_visualized:
+                self.visual_maps.append(_visual(score_map))
+                self.visual_boxes.append(summary.box)
+            self.count += 1
+
+    def metrics(self) -> dict[str, float]:
+        """``val_mask_mean``, ``val_box_fraction`` and (with boxes) ``val_gt_known_loc``."""
+        result = {
+            "val_mask_mean": self.sums["mask_mean"] / self.count,
+            "val_box_fraction": self.sums["box_fraction"] / self.count,
+        }
+        if self.with_boxes:
+            result["val_gt_known_loc"] = 100.0 * self.sums["gt_known"] / self.with_boxes
+        return result
+
+    def maps(self) -> np.ndarray:
+        return np.stack(self.visual_maps) if self.visual_maps else np.zeros((0, 1, 1), np.uint8)
+
+
+@torch.no_grad()
+def validate_mask_generator_method2(
+    mask_generator: MaskGenerator,
+    embedding: EmbeddingNet,
+    dataset: WsolDataset,
+    config: RunConfig,
+    device: torch.device,
+    triplets: np.ndarray | None,
+) -> tuple[dict[str, float], np.ndarray, list[Box]]:
+    """One pass of g over the validation split (centre crops) for Method II.
+
+    Metrics, named as Method I's where they mean the same: ``val_s_score``,
+    ``val_loss`` (the sum of the active terms), ``val_inner`` (Eq. 3, mean over every
+    image), ``val_outer`` (Eq. 4 over ``triplets`` of validation images, fixed across
+    epochs; left out when there are none), ``val_reg``, ``val_mask_mean``,
+    ``val_box_fraction``, ``val_gt_known_loc``. Returns (metrics, tracked maps, boxes).
+    """
+    was_training = mask_generator.training
+    mask_generator.eval()
+    mask_cfg, data_cfg = config.mask, config.data
+    loader = make_loader(
+        dataset, mask_cfg.batch_size, train=False, seed=0, epoch=0, num_workers=data_cfg.num_workers
+    )
+    scores = _MapScores(config.selection)
+    inner_sum, reg_sum = 0.0, 0.0
+    foregrounds: list[torch.Tensor] = []
+    for batch in loader:
+        images = batch["image"].to(device)
+        normalized = normalize(images, data_cfg.normalization)
+        masks = mask_generator(normalized)
+        target = embedding(normalized)
+        fore = embedding(weighted_input(images, masks, data_cfg.normalization, mask_cfg.apply_to))
+        back = embedding(
+            weighted_input(images, 1.0 - masks, data_cfg.normalization, mask_cfg.apply_to)
+        )
+        inner_sum += triplet_losses(target, fore, back, mask_cfg.triplet_margin).sum().item()
+        reg_sum += masks.mean(dim=(1, 2, 3)).sum().item()
+        foregrounds.append(fore.float().cpu())
+        scores.add(masks, batch["boxes"])
+    mask_generator.train(was_training)
+    if scores.count == 0:
+        raise ValueError("the validation split is empty; raise data.val_fraction")
+    count = scores.count
+    inner, reg = inner_sum / count, reg_sum / count
+    outer = None
+    if triplets is not None and len(triplets):
+        fore_all = torch.cat(foregrounds)
+        outer = triplet_loss(
+            *(fore_all[triplets[:, k]] for k in range(3)), mask_cfg.triplet_margin
+        ).item()
+    loss = (
+        (inner if mask_cfg.inner else 0.0)
+        + (outer if mask_cfg.outer and outer is not None else 0.0)
+        + (mask_cfg.lam * reg if mask_cfg.reg else 0.0)
+    )
+    metrics = {
+        "val_s_score": scores.sums["s_score"] / count,
+        "val_loss": loss,
+        "val_inner": inner,
+        **({"val_outer": outer} if outer is not None else {}),
+        "val_reg": reg,
+        **scores.metrics(),
+    }
+    return metrics, scores.maps(), scores.visual_boxes
+
+
+def train_mask_method2(
+    config: RunConfig,
+    embedding: EmbeddingNet,
+    splits: TrainingSplits,
+    on_epoch: EpochCallback | None = None,
+    *,
+    resume_state: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> MaskTrainingResult:
+    """Train g with Method II's loss against the frozen Siamese ``embedding``:
+    L_inner (Eq. 3) + L_outer (Eq. 4) + lam * R(M_a), each switchable (``mask.inner``,
+    ``mask.outer``, ``mask.reg``); see :func:`wsol.losses.method2_loss`.
+
+    Each epoch every training image is the anchor of one random triplet
+    (:class:`TripletSampler` seeded by the run seed and the epoch); a batch is
+    ``mask.batch_size`` triplets, whose 3 x batch_size images g maps in one pass.
+    Validation, selection, checkpoints and resume are as in :func:`train_mask`, with
+    :func:`validate_mask_generator_method2`'s metrics (``val_s_score`` first) and
+    ``train_loss``, ``train_inner``, ``train_outer``, ``train_reg``.
+    """
+    cfg = config.mask
+    if not (cfg.inner or cfg.outer or cfg.reg):
+        raise ValueError(
+            "mask.inner, mask.outer and mask.reg are all false: Method II's loss has "
+            "nothing to minimise"
+        )
+    device = resolve_device(config.device)
+    seed_everything(config.seed, config.deterministic)
+    embedding = freeze(embedding.to(device))
+    mask_generator = build_mask_generator(cfg).to(device)
+    optimizer = _optimizer(
+        mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    history: list[dict[str, Any]] = []
+    visuals: list[dict[str, Any]] = []
+    start_epoch = 1
+    if resume_state is not None:
+        mask_generator.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        history = list(resume_state["history"])
+        visuals = list(resume_state["visuals"])
+        start_epoch = resume_state["epoch"] + 1
+    train_set = WsolDataset(splits.train, build_transform(config.data, True), config.seed)
+    val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
+    sampler = TripletSampler([sample.label for sample in splits.train], config.seed)
+    val_triplets = validation_triplets(splits.val)
+    normalization = config.data.normalization
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        mask_generator.train()
+        loader = make_triplet_loader(
+            train_set,
+            sampler.triplets(epoch),
+            cfg.batch_size,
+            epoch=epoch,
+            num_workers=config.data.num_workers,
+        )
+        totals = {"loss": 0.0, "inner": 0.0, "outer": 0.0, "reg": 0.0}
+        seen = 0
+        for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
+            roles = [batch[role]["image"].to(device) for role in TRIPLET_ROLES]
+            count = len(roles[0])
+            normalized = normalize(torch.cat(roles), normalization)
+            with torch.no_grad():
+                anchor_embedding = embedding(normalized[:count])
+            masks = mask_generator(normalized).split(count)
+            terms = method2_loss(
+                embedding,
+                (roles[0], roles[1], roles[2]),
+                (masks[0], masks[1], masks[2]),
+                anchor_embedding,
+                lam=cfg.lam,
+                use_inner=cfg.inner,
+                use_outer=cfg.outer,
+                use_reg=cfg.reg,
+                margin=cfg.triplet_margin,
+                normalization=normalization,
+                apply_to=cfg.apply_to,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            for key, value in (
+                ("loss", terms.total),
+                ("inner", terms.inner),
+                ("outer", terms.outer),
+                ("reg", terms.reg),
+            ):
+                totals[key] += value.item() * count
+            seen += count
+        if not math.isfinite(totals["loss"]):
+            raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
+        val_metrics, maps, boxes = validate_mask_generator_method2(
+            mask_generator, embedding, val_set, config, device, val_triplets
         )
         reason = exclusion_reason(val_metrics, config.selection)
         metrics = {

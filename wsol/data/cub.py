@@ -11,6 +11,12 @@ Layout under ``root`` (ids are integers; all text files are whitespace separated
     images/<relative path>
     segmentations/<relative path with .png>   optional grey-level masks (see read_mask)
 
+Masks: the separate segmentation release (``segmentations.tgz``) holds one grey-level PNG
+per image, ``segmentations/<class folder>/<name>.png``, whose grey level is the share of
+annotators who marked the pixel: foreground is > 0.5 of the maximum (255), as in the
+paper's PxAP on CUB. Its folder is looked for inside ``root`` and, as the two official
+archives extract side by side, next to it (``root/../segmentations``).
+
 Box conversion: a CUB box covers the continuous extent [x, x + width) x [y, y + height).
 It becomes the inclusive box x0 = round(x), y0 = round(y), x1 = round(x + width) - 1,
 y1 = round(y + height) - 1 (round half up), i.e. the pixels whose extent the box covers;
@@ -26,12 +32,14 @@ serves its training split.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from wsol.data.dataset import Box, DatasetError, Sample
+from wsol.data.index import DatasetIndex, IndexedSample
 
 Split = Literal["train", "test"]
 
@@ -232,12 +240,22 @@ def _read_text_files(root: Path) -> _CubText:
     return _CubText(class_names, image_paths, labels, is_train, boxes)
 
 
+def segmentations_dir(root: Path) -> Path | None:
+    """The segmentation release's folder: ``root/segmentations`` or, as the official
+    archives extract side by side, ``root/../segmentations``; None when neither exists."""
+    for candidate in (root / SEGMENTATIONS_DIR, root.parent / SEGMENTATIONS_DIR):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def read_cub_split(root: Path, split: Split) -> tuple[list[str], list[Sample]]:
     """(class names, the samples of ``split``) of the CUB-format dataset at ``root``.
 
     All text files are parsed and cross-checked; only the requested split's image files
     are checked to exist (and its masks looked for). Samples are in images.txt order.
-    ``mask_path`` is set when ``segmentations/<relative path>.png`` exists.
+    ``mask_path`` is set when ``segmentations/<relative path>.png`` exists (the folder
+    inside ``root`` or next to it, see :func:`segmentations_dir`).
     Raises DatasetError naming the file (and line) for any problem.
     """
     if split not in ("train", "test"):
@@ -245,8 +263,7 @@ def read_cub_split(root: Path, split: Split) -> tuple[list[str], list[Sample]]:
     root = Path(root)
     text = _read_text_files(root)
     want_train = split == "train"
-    segmentations = root / SEGMENTATIONS_DIR
-    has_segmentations = segmentations.is_dir()
+    segmentations = segmentations_dir(root)
     samples: list[Sample] = []
     missing: list[str] = []
     for image_id, relative in text.image_paths.items():
@@ -257,7 +274,7 @@ def read_cub_split(root: Path, split: Split) -> tuple[list[str], list[Sample]]:
             missing.append(str(image_path))
             continue
         mask_path = None
-        if has_segmentations:
+        if segmentations is not None:
             candidate = (segmentations / relative).with_suffix(".png")
             mask_path = candidate if candidate.is_file() else None
         samples.append(
@@ -277,3 +294,53 @@ def read_cub_split(root: Path, split: Split) -> tuple[list[str], list[Sample]]:
             f"{root / IMAGES_FILE} are missing: {shown}{more}"
         )
     return text.class_names, samples
+
+
+def index_cub(root: Path, splits: Sequence[str] = ("train", "test")) -> DatasetIndex:
+    """The annotations of a CUB-format folder, for ``wsol data check``.
+
+    The text files are parsed as strictly as by :func:`read_cub_split`: the first problem
+    in them becomes the index's one problem (naming the file and line). The samples of the
+    requested splits (``train``, ``test``; CUB has no ``val``) carry the images.txt line
+    that lists them and the bounding_boxes.txt line of each box. No image file is opened.
+    """
+    root = Path(root)
+    index = DatasetIndex("cub", root)
+    try:
+        text = _read_text_files(root)
+    except DatasetError as error:
+        index.problem("", str(error))
+        return index
+    index.class_names = text.class_names
+    image_lines = {int(fields[0]): number for number, fields, _ in _lines(root / IMAGES_FILE)}
+    box_lines: dict[int, list[int]] = defaultdict(list)
+    for number, fields, _ in _lines(root / BOXES_FILE):
+        box_lines[int(fields[0])].append(number)
+    segmentations = segmentations_dir(root)
+    if segmentations is None:
+        index.notes.append(
+            f"no {SEGMENTATIONS_DIR}/ folder (segmentations.tgz) in or next to {root}: no masks"
+        )
+    for split in ("train", "test"):
+        if split not in splits:
+            continue
+        entries: list[IndexedSample] = []
+        for image_id, relative in text.image_paths.items():
+            if text.is_train[image_id] != (split == "train"):
+                continue
+            mask_path = None
+            if segmentations is not None:
+                candidate = (segmentations / relative).with_suffix(".png")
+                mask_path = candidate if candidate.is_file() else None
+            sample = Sample(
+                image_id=relative,
+                image_path=root / IMAGES_DIR / relative,
+                label=text.labels[image_id],
+                boxes=tuple(text.boxes[image_id]),
+                mask_path=mask_path,
+            )
+            box_sources = tuple(f"{root / BOXES_FILE}:{n}" for n in box_lines[image_id])
+            listed_at = f"{root / IMAGES_FILE}:{image_lines[image_id]}"
+            entries.append(IndexedSample(split, sample, listed_at, box_sources))
+        index.splits[split] = entries
+    return index

@@ -140,12 +140,23 @@ class WsolTransform:
         mask: np.ndarray | None,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Transform one sample.
+        """Transform one sample: :meth:`resize_sample`, then :meth:`crop_and_flip`.
 
         image: HxWx3 uint8 RGB. boxes: (N,4) int, inclusive, in image pixels (clipped
         to the image here). mask: HxW bool (same H, W as the image) or None.
         Returns (crop x crop x 3 uint8 image, (N,4) int64 boxes in [0, crop - 1],
         crop x crop bool mask or None). The inputs are not modified.
+        """
+        image, boxes, mask = self.resize_sample(image, boxes, mask)
+        return self.crop_and_flip(image, boxes, mask, rng)
+
+    def resize_sample(
+        self, image: np.ndarray, boxes: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The deterministic first stage: image, boxes and mask resized to resize x resize.
+
+        What the decoded-image cache (:mod:`wsol.data.cache`) stores, so that a cached
+        sample goes through exactly the same :meth:`crop_and_flip` as a decoded one.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
@@ -162,7 +173,22 @@ class WsolTransform:
             rows = _nearest_source_indices(height, size)
             cols = _nearest_source_indices(width, size)
             out_mask = np.asarray(mask, dtype=bool)[rows[:, None], cols[None, :]]
+        return out_image, out_boxes, out_mask
 
+    def crop_and_flip(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        mask: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The random second stage on a resize x resize sample (image, boxes, mask as
+        :meth:`resize_sample` returns them; the image may be a read-only memory map):
+        crop (random in training, centre otherwise), then in training a flip with p = 0.5.
+        Draws crop left, crop top, then flip from ``rng``. Returns new contiguous arrays."""
+        size = self.resize
+        if image.shape[:2] != (size, size):
+            raise ValueError(f"expected a {size}x{size} resized image, got {image.shape[:2]}")
         spare = size - self.crop
         if self.train:
             left = int(rng.integers(0, spare + 1))
@@ -172,10 +198,9 @@ class WsolTransform:
             left = top = spare // 2
             flip = False
         window = (slice(top, top + self.crop), slice(left, left + self.crop))
-        out_image = out_image[window]
-        out_boxes = crop_boxes(out_boxes, left, top, self.crop)
-        if out_mask is not None:
-            out_mask = out_mask[window]
+        out_image = image[window]
+        out_boxes = crop_boxes(boxes, left, top, self.crop)
+        out_mask = None if mask is None else mask[window]
         if flip:
             out_image = out_image[:, ::-1]
             out_boxes = flip_boxes(out_boxes, self.crop)
@@ -183,7 +208,7 @@ class WsolTransform:
                 out_mask = out_mask[:, ::-1]
         out_image = np.ascontiguousarray(out_image)
         if out_mask is not None:
-            out_mask = np.ascontiguousarray(out_mask)
+            out_mask = np.ascontiguousarray(out_mask, dtype=bool)
         return out_image, out_boxes, out_mask
 
 

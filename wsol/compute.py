@@ -1,0 +1,148 @@
+"""How a run uses its hardware: precision, memory format, compilation, loader workers.
+
+The ``compute`` section of the config (:class:`wsol.config.ComputeConfig`) chooses;
+:func:`runtime_for` turns it into a :class:`Runtime` that the training loops ask to place
+networks and batches and to open the autocast region of a step. Placement choices
+(``channels_last``, ``compile``, ``cudnn_benchmark``, loader workers) change speed, not
+what is computed (up to floating-point summation order). ``precision: bf16`` does change
+the arithmetic: its effect on the results was checked against fp32 (README, Performance).
+
+``data.num_workers: auto`` sizes DataLoader workers to the CPUs this process may use
+(:func:`cpu_share`: ``OMP_NUM_THREADS``, which Ray sets to a trial's CPU share, else the
+CPU affinity): on CUDA every CPU but the one feeding the GPU loads data; on CPU none,
+because the step itself uses every core and a worker process would take cores from it
+(with the decoded-image cache a batch costs milliseconds in the main process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from wsol.config import RunConfig
+
+Precision = Literal["fp32", "bf16"]
+MAX_AUTO_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def cpu_share() -> int:
+    """The CPUs this run should use: ``OMP_NUM_THREADS`` when set (Ray sets it to a
+    trial's ``resources.cpu``), else :func:`available_cpus`."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    try:
+        threads = int(configured)
+    except ValueError:
+        threads = 0
+    return threads if threads > 0 else available_cpus()
+
+
+def resolve_num_workers(
+    requested: int | str, device: torch.device | str | None = None, share: int | None = None
+) -> int:
+    """DataLoader workers for ``data.num_workers``: an int is used as is; ``"auto"`` gives
+    ``min(share - 1, 8)`` on CUDA and 0 on CPU (see the module docstring)."""
+    if isinstance(requested, int):
+        return requested
+    if requested != "auto":
+        raise ValueError(f"data.num_workers must be a count or 'auto', got {requested!r}")
+    device_type = torch.device(device).type if device is not None else "cpu"
+    if device_type != "cuda":
+        return 0
+    share = share if share is not None else cpu_share()
+    return max(0, min(share - 1, MAX_AUTO_WORKERS))
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it torch
+    emulates bf16, slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def check_precision(precision: Precision, device: torch.device) -> None:
+    """Refuse bf16 on a CUDA device without bf16 (naming the field); warn on a CPU that
+    would only emulate it."""
+    if precision != "bf16":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"compute.precision=bf16, but CUDA device {torch.cuda.get_device_name(device)} "
+                "does not support bf16; set compute.precision=fp32"
+            )
+    elif device.type == "cpu" and not cpu_supports_bf16():
+        warnings.warn(
+            "compute.precision=bf16 on a CPU without AVX512-BF16 or AMX: torch emulates bf16, "
+            "which is slower than fp32; consider compute.precision=fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a loop computes: the device, autocast precision, memory format and
+    compilation of its networks. Build it with :func:`runtime_for` (from a config) or
+    directly (benchmarks)."""
+
+    device: torch.device
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def pin_memory(self) -> bool:
+        """Page-locked loader batches: only worth it when they are copied to a GPU."""
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast region of a step (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of images (B,3,H,W) on the device, in the memory format of the nets."""
+        images = images.to(self.device, non_blocking=self.pin_memory)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def module(self, module: nn.Module) -> nn.Module:
+        """``module`` on the device, in channels-last layout and compiled (in place, so its
+        state dict keeps its keys) as configured; returns it."""
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.compile:
+            module.compile()
+        return module
+
+
+def runtime_for(config: RunConfig, device: torch.device) -> Runtime:
+    """The :class:`Runtime` of ``config.compute`` on ``device``; on CUDA also sets cuDNN's
+    autotuner (``compute.cudnn_benchmark``, off when ``deterministic``)."""
+    compute = config.compute
+    check_precision(compute.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = compute.cudnn_benchmark and not config.deterministic
+    return Runtime(
+        device=device,
+        precision=compute.precision,
+        channels_last=compute.channels_last,
+        compile=compute.compile,
+    )
