@@ -527,6 +527,41 @@ def load_mask_generator(
     return mask_generator.to(device).eval()
 
 
+def _end_mask_epoch(
+    epoch: int,
+    val_metrics: dict[str, float],
+    maps: np.ndarray,
+    boxes: list[Box],
+    train_means: dict[str, float],
+    config: RunConfig,
+    history: list[dict[str, Any]],
+    visuals: list[dict[str, Any]],
+    on_epoch: EpochCallback | None,
+    save: SaveCheckpoint,
+) -> None:
+    """What every g epoch ends with, for both methods: apply the guard, record the epoch's
+    metrics and tracked maps, and report to ``on_epoch`` with a way to ``save`` it."""
+    reason = exclusion_reason(val_metrics, config.selection)
+    metrics = {
+        **val_metrics,
+        "selection_score": selection_score(val_metrics["val_s_score"], reason is None),
+        **{f"train_{key}": value for key, value in train_means.items()},
+    }
+    history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
+    visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
+    if on_epoch is not None:
+        on_epoch(
+            EpochReport(
+                epoch=epoch,
+                metrics=metrics,
+                excluded_reason=reason,
+                visual_maps=maps,
+                visual_boxes=boxes,
+            ),
+            save,
+        )
+
+
 @dataclass
 class MaskTrainingResult:
     history: list[dict[str, Any]]
@@ -620,29 +655,20 @@ def train_mask(
         val_metrics, maps, boxes = validate_mask_generator(
             mask_generator, classifier, val_set, config, device
         )
-        reason = exclusion_reason(val_metrics, config.selection)
-        metrics = {
-            **val_metrics,
-            "selection_score": selection_score(val_metrics["val_s_score"], reason is None),
-            **{f"train_{key}": value / max(seen, 1) for key, value in totals.items()},
-        }
-        history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
-        visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
-        if on_epoch is not None:
-
-            def save(path: Path, _epoch: int = epoch) -> None:
-                save_mask_state(path, mask_generator, optimizer, _epoch, config, history, visuals)
-
-            on_epoch(
-                EpochReport(
-                    epoch=epoch,
-                    metrics=metrics,
-                    excluded_reason=reason,
-                    visual_maps=maps,
-                    visual_boxes=boxes,
-                ),
-                save,
-            )
+        _end_mask_epoch(
+            epoch,
+            val_metrics,
+            maps,
+            boxes,
+            {key: value / max(seen, 1) for key, value in totals.items()},
+            config,
+            history,
+            visuals,
+            on_epoch,
+            lambda path, _epoch=epoch: save_mask_state(
+                path, mask_generator, optimizer, _epoch, config, history, visuals
+            ),
+        )
     return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
 
 
@@ -1024,27 +1050,18 @@ def train_mask_method2(
         val_metrics, maps, boxes = validate_mask_generator_method2(
             mask_generator, embedding, val_set, config, device, val_triplets
         )
-        reason = exclusion_reason(val_metrics, config.selection)
-        metrics = {
-            **val_metrics,
-            "selection_score": selection_score(val_metrics["val_s_score"], reason is None),
-            **{f"train_{key}": value / max(seen, 1) for key, value in totals.items()},
-        }
-        history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
-        visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
-        if on_epoch is not None:
-
-            def save(path: Path, _epoch: int = epoch) -> None:
-                save_mask_state(path, mask_generator, optimizer, _epoch, config, history, visuals)
-
-            on_epoch(
-                EpochReport(
-                    epoch=epoch,
-                    metrics=metrics,
-                    excluded_reason=reason,
-                    visual_maps=maps,
-                    visual_boxes=boxes,
-                ),
-                save,
-            )
+        _end_mask_epoch(
+            epoch,
+            val_metrics,
+            maps,
+            boxes,
+            {key: value / max(seen, 1) for key, value in totals.items()},
+            config,
+            history,
+            visuals,
+            on_epoch,
+            lambda path, _epoch=epoch: save_mask_state(
+                path, mask_generator, optimizer, _epoch, config, history, visuals
+            ),
+        )
     return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
