@@ -34,7 +34,7 @@ from ray import tune
 
 from study import storage
 from study.errors import StudyError
-from study.spec import DEFAULT_ROW, Study, classifier_key, spec_from_dict
+from study.spec import DEFAULT_ROW, Resources, Study, classifier_key, spec_from_dict
 from wsol.config import RunConfig, flatten_config
 
 Log = Callable[[str], None]
@@ -66,7 +66,12 @@ def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
 
     return config.model_copy(
         update={
-            "data": config.data.model_copy(update={"root": absolute(config.data.root)}),
+            "data": config.data.model_copy(
+                update={
+                    "root": absolute(config.data.root),
+                    "cache_dir": absolute(config.data.cache_dir),
+                }
+            ),
             "classifier": config.classifier.model_copy(
                 update={
                     "weights_path": absolute(config.classifier.weights_path),
@@ -146,9 +151,16 @@ def check_datasets(study: Study, cwd: Path) -> None:
 
 
 def check_resources(study: Study) -> None:
-    """Fail fast when no node of the running cluster can ever hold one trial."""
-    need_cpu, need_gpu = study.resources.cpu, study.resources.gpu
+    """Fail fast when no node of the running cluster can ever hold one trial, or one f of
+    the classifier stage."""
     nodes = [node for node in ray.nodes() if node.get("Alive")]
+    _check_fits(nodes, "resources", "per trial", study.resources)
+    if study.classifier_resources is not None:
+        _check_fits(nodes, "classifier_resources", "per f", study.classifier_resources)
+
+
+def _check_fits(nodes: list[dict[str, Any]], field: str, what: str, resources: Resources) -> None:
+    need_cpu, need_gpu = resources.cpu, resources.gpu
     fits = [
         node
         for node in nodes
@@ -164,8 +176,8 @@ def check_resources(study: Study) -> None:
         for node in nodes
     )
     raise StudyError(
-        f"pre-flight: resources {{cpu: {need_cpu:g}, gpu: {need_gpu:g}}} per trial fit no node "
-        f"of this cluster ({described or 'no live node'}); trials would stay pending forever. "
+        f"pre-flight: {field} {{cpu: {need_cpu:g}, gpu: {need_gpu:g}}} {what} fit no node "
+        f"of this cluster ({described or 'no live node'}); it would stay pending forever. "
         "Lower resources in the spec (gpu: 0 runs on CPU) or add such nodes "
         "(--skip-resource-check if an autoscaler will)"
     )
@@ -203,7 +215,15 @@ def _train_classifier_task(config_json: str, location: str) -> str:
     rows: list[dict[str, Any]] = []
 
     def on_epoch(report, save) -> None:
-        rows.append({"epoch": report.epoch, "epochs": config.classifier.epochs, **report.metrics})
+        rows.append(
+            {
+                "epoch": report.epoch,
+                "epochs": config.classifier.epochs,
+                **report.metrics,
+                # Ray sets OMP_NUM_THREADS to classifier_resources.cpu: the share f trains on.
+                "torch_threads": _torch_threads(),
+            }
+        )
         # The driver reads this to show progress (a task's prints do not reach it).
         storage.write_text(
             storage.join(folder, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
@@ -225,7 +245,7 @@ def train_classifiers(study: Study, cwd: Path, log: Log) -> dict[str, str]:
     """
     locations: dict[str, str] = {}
     pending: dict[ray.ObjectRef, tuple[str, str]] = {}
-    resources = study.resources
+    resources = study.f_resources
     for config in study.classifier_configs():
         key = classifier_key(config)
         location = classifier_location(study, config)
@@ -299,6 +319,12 @@ def _cap_gpu_memory(gpu_fraction: float) -> None:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def trial_params(tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(row, search-space params) of a trial's Tune config."""
     params = {key: value for key, value in tune_config.items() if key != ROW_KEY}
@@ -357,6 +383,8 @@ def mask_trial(tune_config: dict[str, Any], context: _TrialContext) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids()),
         "pid": os.getpid(),
+        # Ray sets OMP_NUM_THREADS to resources.cpu, so torch computes on the trial's share.
+        "torch_threads": _torch_threads(),
     }
 
     def on_epoch(report, save) -> None:

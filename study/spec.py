@@ -15,7 +15,8 @@ where they are tracked (``mlflow``)::
       seed: {grid: [0, 1, 2]}
     search: {algorithm: grid, num_samples: 1}
     trial_selection: {metric: val_s_score, mode: max}
-    resources: {cpu: 1, gpu: 0.25}
+    resources: {cpu: 1, gpu: 0.25}          # per trial
+    classifier_resources: {cpu: 4, gpu: 1}  # per f of the classifier stage (default: resources)
     storage: studies
 
 :func:`load_spec` / :func:`spec_from_dict` validate everything that can be checked
@@ -247,6 +248,11 @@ class StudySpec(_SpecModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     trial_selection: TrialSelection = Field(default_factory=TrialSelection)
     resources: Resources = Field(default_factory=Resources)
+    classifier_resources: Resources | None = Field(
+        None,
+        description="What training one f reserves (the classifier stage runs before any "
+        "trial, so it can take a whole node); default: resources.",
+    )
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as fit.")
     max_failures: int = Field(2, ge=0, description="Retries of a trial from its last checkpoint.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per trial.")
@@ -286,6 +292,11 @@ class Study(StudySpec):
     """
 
     source: Path
+
+    @property
+    def f_resources(self) -> Resources:
+        """What one classifier-stage task reserves: ``classifier_resources`` or ``resources``."""
+        return self.classifier_resources or self.resources
 
     def base_config(self) -> RunConfig:
         """The base config alone, validated."""
@@ -410,8 +421,9 @@ def is_remote_uri(storage: str) -> bool:
     return is_uri(storage) and not storage.startswith("file://")
 
 
-# data fields that do not change f: the loader's worker count, and require_masks (a check).
-_DATA_NOT_IN_F = ("num_workers", "require_masks")
+# data fields that do not change f: the loader's worker count, require_masks (a check), and
+# the decoded-image cache (it serves identical items).
+_DATA_NOT_IN_F = ("num_workers", "require_masks", "cache", "cache_dir")
 
 
 def classifier_key(config: RunConfig) -> str:
@@ -426,7 +438,10 @@ def classifier_key(config: RunConfig) -> str:
     *instead of* training: it names where an f is, not what it is), ``mask.*`` and
     ``selection.*`` (only g and its checkpoint choice), ``seed`` (the run seed: g's init and
     data order, not f's), ``name``, and ``device`` (placement: ``auto`` resolves per node,
-    and f trained on CPU or GPU is treated as the same f). Fields added to ``data`` or
+    and f trained on CPU or GPU is treated as the same f), ``data.cache`` and
+    ``data.cache_dir`` (the decoded-image cache serves identical items), and ``compute.*``
+    but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
+    keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
     Method II's fields (``classifier.kind`` and the embedding-only fields listed in
     ``wsol.config.EMBEDDING_ONLY_FIELDS``) are in for ``kind: embedding`` and out for a
@@ -445,6 +460,8 @@ def classifier_key(config: RunConfig) -> str:
         "classifier": classifier,
         "deterministic": dumped["deterministic"],
     }
+    if config.compute.precision != "fp32":
+        content["precision"] = config.compute.precision
     text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -566,12 +583,16 @@ def _check(spec: StudySpec) -> tuple[list[str], dict[str, Dimension]]:
             if not row_problems:
                 row_raws[label] = raw
                 device = config_from_dict(raw).device
-                if device == "cuda" and spec.resources.gpu == 0:
-                    where = "base.device" if "device" not in overrides else f"rows.{label}.device"
-                    problems.append(
-                        f"{where}: 'cuda' needs resources.gpu > 0 "
-                        "(Ray hides GPUs from a trial that reserves none)"
-                    )
+                where = "base.device" if "device" not in overrides else f"rows.{label}.device"
+                for field, reserved in (
+                    ("resources", spec.resources),
+                    ("classifier_resources", spec.classifier_resources),
+                ):
+                    if device == "cuda" and reserved is not None and reserved.gpu == 0:
+                        problems.append(
+                            f"{where}: 'cuda' needs {field}.gpu > 0 "
+                            "(Ray hides GPUs from a task that reserves none)"
+                        )
 
     algorithm = spec.search.algorithm
     row_keys = {key: label for label, overrides in (spec.rows or {}).items() for key in overrides}

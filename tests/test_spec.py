@@ -221,6 +221,16 @@ def test_grid_values_are_typed_by_the_config_field(fig8: Study) -> None:
             id="cuda-without-a-gpu",
         ),
         pytest.param(
+            make(base={"device": "cuda"}, resources={"gpu": 0.25}, classifier_resources={"cpu": 2}),
+            ["base.device", "classifier_resources.gpu > 0"],
+            id="cuda-f-without-a-gpu",
+        ),
+        pytest.param(
+            make(classifier_resources={"gpu": 1.5}),
+            ["classifier_resources.gpu", "whole number"],
+            id="fractional-f-gpu-above-one",
+        ),
+        pytest.param(
             make(storage="s3://bucket/studies"),
             ["mlflow.tracking_uri", "required", "remote"],
             id="remote-storage-needs-a-tracking-uri",
@@ -266,6 +276,13 @@ def test_a_test_metric_is_refused_because_test_data_never_selects() -> None:
 def test_val_gt_known_loc_is_an_accepted_selection_metric() -> None:
     study = spec_from_dict(make(trial_selection={"metric": "val_gt_known_loc", "mode": "max"}))
     assert study.trial_selection.metric == "val_gt_known_loc"
+
+
+def test_the_classifier_stage_reserves_its_own_resources_or_the_trials() -> None:
+    assert spec_from_dict(make(resources={"cpu": 3})).f_resources.cpu == 3
+    study = spec_from_dict(make(resources={"cpu": 1}, classifier_resources={"cpu": 4, "gpu": 1}))
+    assert (study.f_resources.cpu, study.f_resources.gpu) == (4, 1)
+    assert (study.resources.cpu, study.resources.gpu) == (1, 0)
 
 
 @pytest.mark.parametrize("gpu", [0, 0.25, 1, 2])

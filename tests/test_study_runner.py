@@ -42,7 +42,11 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     data = copy_without_test_images(synthetic_root, tmp_path / "data")
-    study = tiny_study(data, tmp_path / "studies", **{"base.mask.epochs": 3, "keep_checkpoints": 1})
+    study = tiny_study(
+        data,
+        tmp_path / "studies",
+        **{"base.mask.epochs": 3, "keep_checkpoints": 1, "classifier_resources.cpu": 2},
+    )
 
     outcome = run_study(study, log=lambda _: None)
 
@@ -62,8 +66,12 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
         # Retention: the best checkpoint and the latest (for resume), nothing else.
         kept = sorted(path.name for path in Path(summary.path).glob("checkpoint_*"))
         assert len(kept) == (1 if summary.selected_epoch == 3 else 2)
-    # One f for both rows (same data and classifier sections), stored by content hash.
-    assert len(list((tmp_path / "studies" / "classifiers").iterdir())) == 1
+    # One f for both rows (same data and classifier sections), stored by content hash,
+    # trained on classifier_resources' 2 CPUs while each trial has resources' 1.
+    (f_folder,) = (tmp_path / "studies" / "classifiers").iterdir()
+    f_rows = [json.loads(line) for line in (f_folder / "metrics.jsonl").read_text().splitlines()]
+    assert [row["torch_threads"] for row in f_rows] == [2]
+    assert {row["torch_threads"] for row in rows} == {1}
     manifest = json.loads(Path(outcome.manifest).read_text())
     assert {t["trial_id"] for t in manifest["trials"]} == {s.trial_id for s in outcome.summaries}
     children = _children(study.tracking_uri(), "tiny")
@@ -150,6 +158,14 @@ def test_preflight_refuses_gpu_trials_on_a_cluster_without_gpus(
         synthetic_root, tmp_path / "studies", **{"resources.gpu": 0.25, "base.device": "auto"}
     )
     with pytest.raises(StudyError, match=r"gpu: 0.25.*pending forever"):
+        run_study(study, log=lambda _: None)
+
+
+def test_preflight_refuses_a_classifier_stage_that_fits_no_node(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(synthetic_root, tmp_path / "studies", **{"classifier_resources.cpu": 512})
+    with pytest.raises(StudyError, match=r"classifier_resources \{cpu: 512, gpu: 0\} per f"):
         run_study(study, log=lambda _: None)
 
 

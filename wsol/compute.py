@@ -3,9 +3,12 @@
 The ``compute`` section of the config (:class:`wsol.config.ComputeConfig`) chooses;
 :func:`runtime_for` turns it into a :class:`Runtime` that the training loops ask to place
 networks and batches and to open the autocast region of a step. Placement choices
-(``channels_last``, ``compile``, ``cudnn_benchmark``, loader workers) change speed, not
-what is computed (up to floating-point summation order). ``precision: bf16`` does change
-the arithmetic: its effect on the results was checked against fp32 (README, Performance).
+(``channels_last``, ``cudnn_benchmark``, loader workers) change speed, not what is
+computed, up to the order of floating-point sums; at CPU scale that order alone moves a
+selected g by many points (README, Performance), so compare runs within one setting.
+``precision: bf16`` changes the arithmetic: checked against fp32 in the same place.
+``torch.compile`` is a :class:`Runtime` option for the benchmark only: it measured 1.03x
+on the g step, not worth a config switch and minutes of compilation per trial.
 
 ``data.num_workers: auto`` sizes DataLoader workers to the CPUs this process may use
 (:func:`cpu_share`: ``OMP_NUM_THREADS``, which Ray sets to a trial's CPU share, else the
@@ -96,8 +99,8 @@ def check_precision(precision: Precision, device: torch.device) -> None:
 @dataclass(frozen=True)
 class Runtime:
     """Where and how a loop computes: the device, autocast precision, memory format and
-    compilation of its networks. Build it with :func:`runtime_for` (from a config) or
-    directly (benchmarks)."""
+    (benchmarks only) compilation of its networks. Build it with :func:`runtime_for`
+    (from a config) or directly (benchmarks)."""
 
     device: torch.device
     precision: Precision = "fp32"
@@ -125,12 +128,27 @@ class Runtime:
     def module(self, module: nn.Module) -> nn.Module:
         """``module`` on the device, in channels-last layout and compiled (in place, so its
         state dict keeps its keys) as configured; returns it."""
-        module.to(self.device)
-        if self.channels_last:
-            module.to(memory_format=torch.channels_last)
+        self._place(module)
         if self.compile:
             module.compile()
         return module
+
+    def frozen(self, module: nn.Module) -> nn.Module:
+        """A network that is not trained (f while g trains), placed as :meth:`module` (in
+        place), in eval mode and without parameter gradients: the backward pass computes
+        gradients for its input only, never for its weights."""
+        self._place(module)
+        module.eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        if self.compile:
+            module.compile()
+        return module
+
+    def _place(self, module: nn.Module) -> None:
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
 
 
 def runtime_for(config: RunConfig, device: torch.device) -> Runtime:
@@ -144,5 +162,4 @@ def runtime_for(config: RunConfig, device: torch.device) -> Runtime:
         device=device,
         precision=compute.precision,
         channels_last=compute.channels_last,
-        compile=compute.compile,
     )

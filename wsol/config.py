@@ -71,7 +71,24 @@ class DataConfig(StrictModel):
         description="'imagenet': fixed ImageNet mean/std (pretrained nets); "
         "'per_image': each image standardised by its own mean/std (from-scratch nets).",
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_workers: int | Literal["auto"] = Field(
+        "auto",
+        description="DataLoader worker processes, or 'auto': sized to the run's CPU share "
+        "(OMP_NUM_THREADS, which Ray sets to a trial's resources.cpu): that share minus one "
+        "(at most 8) on CUDA, 0 on CPU, where the step itself uses every core "
+        "(wsol.compute.resolve_num_workers).",
+    )
+    cache: bool = Field(
+        False,
+        description="Decode and resize every image once into a uint8 memory-mapped array "
+        "under cache_dir, shared by every run and trial on the node; crops and flips are then "
+        "cut from it (wsol.data.cache). Items are identical to decoding every epoch.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Node-local folder of the decoded-image cache (default: $WSOL_CACHE_DIR, "
+        "else ~/.cache/wsol-study/decoded-images).",
+    )
     require_masks: bool = Field(
         False,
         description="Every image must have a segmentation mask, so that PxAP can be computed "
@@ -85,6 +102,15 @@ class DataConfig(StrictModel):
         if crop % 32:
             raise ValueError(f"must be a multiple of 32 (g downsamples 5 times), got {crop}")
         return crop
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers_count_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"must be a count >= 0 or 'auto', got {value!r}")
+        return value
 
 
 class ClassifierConfig(StrictModel):
@@ -214,8 +240,30 @@ class SelectionConfig(StrictModel):
     num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
 
 
+class ComputeConfig(StrictModel):
+    """How the training loops use the hardware (see wsol.compute). Placement only, except
+    ``precision``, which changes the arithmetic."""
+
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="'bf16': f's and g's training steps and validation passes run under "
+        "torch.autocast with bfloat16 (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16); "
+        "losses, masks and metrics stay fp32. 'fp32': no autocast. Checked against fp32 on "
+        "the synthetic benchmark (README, Performance).",
+    )
+    channels_last: bool = Field(
+        False,
+        description="Keep f, g and their image batches in channels-last (NHWC) memory format.",
+    )
+    cudnn_benchmark: bool = Field(
+        True,
+        description="On CUDA, let cuDNN time its convolution algorithms for each input shape "
+        "and keep the fastest (ignored when deterministic is true).",
+    )
+
+
 class RunConfig(StrictModel):
-    """A whole run: data, f, g, selection, and the run's seed and device."""
+    """A whole run: data, f, g, selection, how it computes, and its seed and device."""
 
     name: str = "run"
     seed: int = 0
@@ -227,6 +275,7 @@ class RunConfig(StrictModel):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @model_validator(mode="after")
     def _method_matches_network(self) -> RunConfig:

@@ -220,6 +220,7 @@ def evaluate_maps(
         seed=0,
         epoch=0,
         num_workers=config.data.num_workers,
+        device=device,
     )
     records: list[ImageResult] = []
     examples: list[MapExample] = []

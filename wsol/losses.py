@@ -65,16 +65,23 @@ def method1_loss(
     use_reg: bool,
     normalization: Literal["imagenet", "per_image"],
     apply_to: Literal["normalized", "raw"],
+    normalized: torch.Tensor | None = None,
 ) -> LossTerms:
     """Eq. 1 for a batch. ``classifier`` is frozen; gradients flow through it into M.
 
     images (B,3,H,W) in [0,1]; masks = g(I) (B,1,H,W); target_logits = f(I), computed
-    once per batch without gradients by the caller. A switched-off term is still
-    reported (for the logs) but contributes nothing to ``total``.
+    once per batch without gradients by the caller. ``normalized``: the caller's
+    ``normalize(images, normalization)``, if it has it; with ``apply_to: normalized``
+    I*M is then ``normalized * masks`` (the same numbers :func:`weighted_input` computes,
+    without normalising the batch a second time). f's logits are taken in fp32, so the
+    loss is fp32 under bf16 autocast too. A switched-off term is still reported (for the
+    logs) but contributes nothing to ``total``.
     """
-    ce = soft_cross_entropy(
-        classifier(weighted_input(images, masks, normalization, apply_to)), target_logits
-    )
+    if normalized is not None and apply_to == "normalized":
+        masked = normalized * masks
+    else:
+        masked = weighted_input(images, masks, normalization, apply_to)
+    ce = soft_cross_entropy(classifier(masked).float(), target_logits.float())
     reg = l1_regularizer(masks)
     total = masks.new_zeros(())
     if use_ce:
@@ -166,8 +173,9 @@ def method2_loss(
             weighted_input(image_n, mask_n, normalization, apply_to),
         ]
     )
-    fore_a, back_a, fore_p, fore_n = embedding(inputs).split(batch)
-    target = anchor_embedding.detach()
+    # fp32 embeddings, so the distances are fp32 under bf16 autocast too (no-op in fp32).
+    fore_a, back_a, fore_p, fore_n = embedding(inputs).float().split(batch)
+    target = anchor_embedding.detach().float()
     inner = triplet_loss(target, fore_a, back_a, margin)
     outer = triplet_loss(fore_a, fore_p, fore_n, margin)
     reg = l1_regularizer(mask_a)

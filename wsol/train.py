@@ -27,11 +27,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wsol.compute import Runtime, resolve_num_workers, runtime_for
 from wsol.config import ClassifierConfig, MaskConfig, RunConfig, SelectionConfig
-from wsol.data import TrainingSplits, WsolDataset, build_transform, collate_samples
+from wsol.data import TrainingSplits, WsolDataset, collate_samples, make_dataset
 from wsol.data.transforms import normalize
 from wsol.localize import Box, summarize_map
-from wsol.losses import method1_loss, method2_loss, triplet_loss, triplet_losses, weighted_input
+from wsol.losses import (
+    LossTerms,
+    method1_loss,
+    method2_loss,
+    triplet_loss,
+    triplet_losses,
+    weighted_input,
+)
 from wsol.metrics import iou
 from wsol.models import Classifier, EmbeddingNet, MaskGenerator, freeze
 from wsol.triplets import TripletDataset, TripletSampler, collate_triplets
@@ -69,11 +77,14 @@ def make_loader(
     train: bool,
     seed: int,
     epoch: int,
-    num_workers: int,
+    num_workers: int | str,
+    device: torch.device | None = None,
 ) -> DataLoader:
     """A loader whose order (and the dataset's augmentation) depend only on seed and epoch.
 
     So a run resumed at epoch k sees exactly the batches an uninterrupted run would.
+    ``num_workers``: a count or ``"auto"`` (:func:`wsol.compute.resolve_num_workers`, sized
+    to the CPU share for ``device``); batches are pinned when ``device`` is CUDA.
     """
     dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -83,19 +94,29 @@ def make_loader(
         shuffle=train,
         drop_last=train and len(dataset) > batch_size,
         generator=generator,
-        num_workers=num_workers,
+        num_workers=resolve_num_workers(num_workers, device),
         collate_fn=collate_samples,
         persistent_workers=False,
+        pin_memory=_pinned(device),
     )
+
+
+def _pinned(device: torch.device | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def _optimizer(
     parameters: Iterator[nn.Parameter], name: str, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     params = [p for p in parameters if p.requires_grad]
+    # One fused kernel over every parameter and its state instead of a dozen passes (the
+    # same update; measured by benchmarks/speed.py), where torch has it.
+    fused = bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
 
 
 def _progress(iterable: Any, enabled: bool, description: str, total: int) -> Any:
@@ -200,6 +221,28 @@ def load_classifier(
     return freeze(classifier.to(device)), state
 
 
+def classifier_train_step(
+    classifier: Classifier,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalization: str,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """One f step: CE of f's logits on a batch (images (B,3,H,W) in [0,1]), backward,
+    optimizer step, under ``runtime``'s placement and precision. Returns the loss
+    (detached, on the device: reading it is left to the caller, once per epoch)."""
+    images = runtime.images(images)
+    labels = labels.to(runtime.device, non_blocking=runtime.pin_memory)
+    with runtime.autocast():
+        logits = classifier(normalize(images, normalization))
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_classifier(
     config: RunConfig,
     splits: TrainingSplits,
@@ -220,15 +263,16 @@ def train_classifier(
         return train_embedding(config, splits, on_epoch, progress=progress)
     cfg = config.classifier
     device = resolve_device(config.device)
+    runtime = runtime_for(config, device)
     seed = cfg.seed
     seed_everything(seed, config.deterministic)
-    classifier = build_classifier(cfg, len(splits.class_names)).to(device)
+    classifier = runtime.module(build_classifier(cfg, len(splits.class_names)))
     optimizer = _optimizer(
         classifier.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
-    train_set = WsolDataset(splits.train, build_transform(config.data, True), seed)
-    val_set = WsolDataset(splits.val, build_transform(config.data, False), seed)
+    train_set = make_dataset(splits.train, config.data, train=True, seed=seed)
+    val_set = make_dataset(splits.val, config.data, train=False, seed=seed)
     normalization = config.data.normalization
     history: list[dict[str, float]] = []
     for epoch in range(1, cfg.epochs + 1):
@@ -240,22 +284,22 @@ def train_classifier(
             seed=seed,
             epoch=epoch,
             num_workers=config.data.num_workers,
+            device=device,
         )
-        total_loss, seen = 0.0, 0
+        # Summed on the device and read once per epoch: no host sync per step.
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
         for batch in _progress(loader, progress, f"f epoch {epoch}/{cfg.epochs}", len(loader)):
-            images = normalize(batch["image"].to(device), normalization)
-            labels = batch["label"].to(device)
-            loss = F.cross_entropy(classifier(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(labels)
-            seen += len(labels)
+            loss = classifier_train_step(
+                classifier, optimizer, batch["image"], batch["label"], normalization, runtime
+            )
+            total_loss += loss.double() * len(batch["label"])
+            seen += len(batch["label"])
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         metrics = {
-            **evaluate_classifier(classifier, val_set, config, device),
-            "train_loss": total_loss / max(seen, 1),
+            **evaluate_classifier(classifier, val_set, config, device, runtime),
+            "train_loss": total_loss.item() / max(seen, 1),
             "lr": lr,
         }
         history.append({"epoch": epoch, **metrics})
@@ -270,19 +314,32 @@ def train_classifier(
 
 @torch.no_grad()
 def evaluate_classifier(
-    classifier: Classifier, dataset: WsolDataset, config: RunConfig, device: torch.device
+    classifier: Classifier,
+    dataset: WsolDataset,
+    config: RunConfig,
+    device: torch.device,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean CE of f on ``dataset`` (centre crops)."""
+    """Top-1 accuracy (%) and mean CE of f on ``dataset`` (centre crops), under
+    ``runtime``'s placement and precision (default: plain fp32 on ``device``)."""
+    runtime = runtime or Runtime(device)
     was_training = classifier.training
     classifier.eval()
     loader = make_loader(
-        dataset, 64, train=False, seed=0, epoch=0, num_workers=config.data.num_workers
+        dataset,
+        64,
+        train=False,
+        seed=0,
+        epoch=0,
+        num_workers=config.data.num_workers,
+        device=device,
     )
     correct, loss, seen = 0, 0.0, 0
     for batch in loader:
-        images = normalize(batch["image"].to(device), config.data.normalization)
+        images = runtime.images(batch["image"])
         labels = batch["label"].to(device)
-        logits = classifier(images)
+        with runtime.autocast():
+            logits = classifier(normalize(images, config.data.normalization)).float()
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
@@ -396,8 +453,10 @@ def validate_mask_generator(
     dataset: WsolDataset,
     config: RunConfig,
     device: torch.device,
+    runtime: Runtime | None = None,
 ) -> tuple[dict[str, float], np.ndarray, list[Box]]:
-    """One pass of g over the validation split (centre crops).
+    """One pass of g over the validation split (centre crops), under ``runtime``'s
+    placement and precision (default: plain fp32 on ``device``).
 
     Returns (metrics, maps of the first ``selection.num_visualized`` images as uint8,
     their predicted boxes). Metrics: ``val_s_score`` (mean Eq. 6), ``val_loss``,
@@ -405,11 +464,18 @@ def validate_mask_generator(
     box area / image area), ``val_gt_known_loc`` (% IoU >= 0.5 with a ground-truth box;
     the validation split is carved from train, whose boxes the datasets ship).
     """
+    runtime = runtime or Runtime(device)
     was_training = mask_generator.training
     mask_generator.eval()
     mask_cfg, data_cfg, sel_cfg = config.mask, config.data, config.selection
     loader = make_loader(
-        dataset, mask_cfg.batch_size, train=False, seed=0, epoch=0, num_workers=data_cfg.num_workers
+        dataset,
+        mask_cfg.batch_size,
+        train=False,
+        seed=0,
+        epoch=0,
+        num_workers=data_cfg.num_workers,
+        device=device,
     )
     sums: dict[str, float] = dict.fromkeys(
         ("s_score", "loss", "ce", "reg", "mask_mean", "box_fraction", "gt_known"), 0.0
@@ -418,21 +484,23 @@ def validate_mask_generator(
     visual_maps: list[np.ndarray] = []
     visual_boxes: list[Box] = []
     for batch in loader:
-        images = batch["image"].to(device)
-        normalized = normalize(images, data_cfg.normalization)
-        masks = mask_generator(normalized)
-        target_logits = classifier(normalized)
-        terms = method1_loss(
-            classifier,
-            images,
-            masks,
-            target_logits,
-            lam=mask_cfg.lam,
-            use_ce=mask_cfg.ce,
-            use_reg=mask_cfg.reg,
-            normalization=data_cfg.normalization,
-            apply_to=mask_cfg.apply_to,
-        )
+        images = runtime.images(batch["image"])
+        with runtime.autocast():
+            normalized = normalize(images, data_cfg.normalization)
+            masks = mask_generator(normalized).float()
+            target_logits = classifier(normalized)
+            terms = method1_loss(
+                classifier,
+                images,
+                masks,
+                target_logits,
+                lam=mask_cfg.lam,
+                use_ce=mask_cfg.ce,
+                use_reg=mask_cfg.reg,
+                normalization=data_cfg.normalization,
+                apply_to=mask_cfg.apply_to,
+                normalized=normalized,
+            )
         batch_size = len(images)
         sums["loss"] += terms.total.item() * batch_size
         sums["ce"] += terms.ce.item() * batch_size
@@ -562,6 +630,44 @@ def _end_mask_epoch(
         )
 
 
+def method1_train_step(
+    classifier: Classifier,
+    mask_generator: MaskGenerator,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    config: RunConfig,
+    runtime: Runtime,
+) -> LossTerms:
+    """One g step of Eq. 1 on a batch (images (B,3,H,W) in [0,1]), under ``runtime``'s
+    placement and precision: g forward and backward; the frozen f (no parameter
+    gradients) on I once, under no_grad, for the target f(I), and on I*M with gradients
+    to its input only; the optimizer step. I*M reuses the normalised batch. Returns the
+    loss terms, detached and on the device (read them once per epoch, not per step)."""
+    cfg, normalization = config.mask, config.data.normalization
+    images = runtime.images(images)
+    with runtime.autocast():
+        normalized = normalize(images, normalization)
+        with torch.no_grad():
+            target_logits = classifier(normalized)
+        masks = mask_generator(normalized).float()
+        terms = method1_loss(
+            classifier,
+            images,
+            masks,
+            target_logits,
+            lam=cfg.lam,
+            use_ce=cfg.ce,
+            use_reg=cfg.reg,
+            normalization=normalization,
+            apply_to=cfg.apply_to,
+            normalized=normalized,
+        )
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    optimizer.step()
+    return LossTerms(total=terms.total.detach(), ce=terms.ce.detach(), reg=terms.reg.detach())
+
+
 @dataclass
 class MaskTrainingResult:
     history: list[dict[str, Any]]
@@ -597,9 +703,10 @@ def train_mask(
     if not (cfg.ce or cfg.reg):
         raise ValueError("mask.ce and mask.reg are both false: Eq. 1 has nothing to minimise")
     device = resolve_device(config.device)
+    runtime = runtime_for(config, device)
     seed_everything(config.seed, config.deterministic)
-    classifier = freeze(classifier.to(device))
-    mask_generator = build_mask_generator(cfg).to(device)
+    classifier = runtime.frozen(classifier)
+    mask_generator = runtime.module(build_mask_generator(cfg))
     optimizer = _optimizer(
         mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
@@ -612,9 +719,8 @@ def train_mask(
         history = list(resume_state["history"])
         visuals = list(resume_state["visuals"])
         start_epoch = resume_state["epoch"] + 1
-    train_set = WsolDataset(splits.train, build_transform(config.data, True), config.seed)
-    val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
-    normalization = config.data.normalization
+    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
+    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
     for epoch in range(start_epoch, cfg.epochs + 1):
         mask_generator.train()
         loader = make_loader(
@@ -624,36 +730,24 @@ def train_mask(
             seed=config.seed,
             epoch=epoch,
             num_workers=config.data.num_workers,
+            device=device,
         )
-        totals = {"loss": 0.0, "ce": 0.0, "reg": 0.0}
+        # The loss terms are summed on the device and read once per epoch: no host sync
+        # per step (on CUDA, .item() would stall the queue of kernels every step).
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
         seen = 0
         for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
-            images = batch["image"].to(device)
-            normalized = normalize(images, normalization)
-            with torch.no_grad():
-                target_logits = classifier(normalized)
-            masks = mask_generator(normalized)
-            terms = method1_loss(
-                classifier,
-                images,
-                masks,
-                target_logits,
-                lam=cfg.lam,
-                use_ce=cfg.ce,
-                use_reg=cfg.reg,
-                normalization=normalization,
-                apply_to=cfg.apply_to,
+            terms = method1_train_step(
+                classifier, mask_generator, optimizer, batch["image"], config, runtime
             )
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            for key, value in (("loss", terms.total), ("ce", terms.ce), ("reg", terms.reg)):
-                totals[key] += value.item() * len(images)
-            seen += len(images)
+            count = len(batch["image"])
+            sums += torch.stack([terms.total, terms.ce, terms.reg]).double() * count
+            seen += count
+        totals = dict(zip(("loss", "ce", "reg"), sums.tolist(), strict=True))
         if not math.isfinite(totals["loss"]):
             raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
         val_metrics, maps, boxes = validate_mask_generator(
-            mask_generator, classifier, val_set, config, device
+            mask_generator, classifier, val_set, config, device, runtime
         )
         _end_mask_epoch(
             epoch,
@@ -702,20 +796,23 @@ def make_triplet_loader(
     batch_size: int,
     *,
     epoch: int,
-    num_workers: int,
+    num_workers: int | str,
+    device: torch.device | None = None,
 ) -> DataLoader:
     """Batches of ``triplets`` (already in a seeded random order, see
     :class:`TripletSampler`) with ``dataset``'s augmentation of ``epoch``; a batch holds
-    ``batch_size`` triplets, so 3 x ``batch_size`` images."""
+    ``batch_size`` triplets, so 3 x ``batch_size`` images. Workers and pinning as
+    :func:`make_loader`."""
     dataset.set_epoch(epoch)
     return DataLoader(
         TripletDataset(dataset, triplets),
         batch_size=batch_size,
         shuffle=False,
         drop_last=len(triplets) > batch_size,
-        num_workers=num_workers,
+        num_workers=resolve_num_workers(num_workers, device),
         collate_fn=collate_triplets,
         persistent_workers=False,
+        pin_memory=_pinned(device),
     )
 
 
@@ -731,18 +828,32 @@ def validation_triplets(samples: list[Any]) -> np.ndarray | None:
 
 @torch.no_grad()
 def embed_dataset(
-    network: EmbeddingNet, dataset: WsolDataset, config: RunConfig, device: torch.device
+    network: EmbeddingNet,
+    dataset: WsolDataset,
+    config: RunConfig,
+    device: torch.device,
+    runtime: Runtime | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings (N, D), labels (N,)) of ``dataset`` in order, on the CPU, in eval mode."""
+    """(embeddings (N, D), labels (N,)) of ``dataset`` in order, on the CPU, in eval mode
+    (fp32 embeddings; computed under ``runtime``'s placement and precision)."""
+    runtime = runtime or Runtime(device)
     was_training = network.training
     network.eval()
     loader = make_loader(
-        dataset, 64, train=False, seed=0, epoch=0, num_workers=config.data.num_workers
+        dataset,
+        64,
+        train=False,
+        seed=0,
+        epoch=0,
+        num_workers=config.data.num_workers,
+        device=device,
     )
     embeddings, labels = [], []
     for batch in loader:
-        images = normalize(batch["image"].to(device), config.data.normalization)
-        embeddings.append(network(images).float().cpu())
+        images = runtime.images(batch["image"])
+        with runtime.autocast():
+            embedded = network(normalize(images, config.data.normalization))
+        embeddings.append(embedded.float().cpu())
         labels.append(batch["label"])
     network.train(was_training)
     if not embeddings:
@@ -758,13 +869,14 @@ def evaluate_embedding(
     val_triplets: np.ndarray | None,
     config: RunConfig,
     device: torch.device,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
     """Set f's class means from ``train_set`` (centre crops), then on ``val_set``:
     ``val_top1_cls`` (%, nearest class mean) and ``val_loss`` (mean Eq. 2 over
     ``val_triplets``; NaN when there are none)."""
-    train_embeddings, train_labels = embed_dataset(network, train_set, config, device)
+    train_embeddings, train_labels = embed_dataset(network, train_set, config, device, runtime)
     network.set_class_means(train_embeddings.to(device), train_labels.to(device))
-    val_embeddings, val_labels = embed_dataset(network, val_set, config, device)
+    val_embeddings, val_labels = embed_dataset(network, val_set, config, device, runtime)
     predicted = network.logits_from_embeddings(val_embeddings.to(device)).argmax(1).cpu()
     correct = int((predicted == val_labels).sum())
     loss = math.nan
@@ -794,17 +906,18 @@ def train_embedding(
     """
     cfg = config.classifier
     device = resolve_device(config.device)
+    runtime = runtime_for(config, device)
     seed = cfg.seed
     seed_everything(seed, config.deterministic)
-    network = build_classifier(cfg, len(splits.class_names)).to(device)
+    network = runtime.module(build_classifier(cfg, len(splits.class_names)))
     assert isinstance(network, EmbeddingNet)
     optimizer = _optimizer(
         network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
-    train_set = WsolDataset(splits.train, build_transform(config.data, True), seed)
-    means_set = WsolDataset(splits.train, build_transform(config.data, False), seed)
-    val_set = WsolDataset(splits.val, build_transform(config.data, False), seed)
+    train_set = make_dataset(splits.train, config.data, train=True, seed=seed)
+    means_set = make_dataset(splits.train, config.data, train=False, seed=seed)
+    val_set = make_dataset(splits.val, config.data, train=False, seed=seed)
     sampler = TripletSampler([s.label for s in splits.train], seed, cfg.triplets_per_anchor)
     val_triplets = validation_triplets(splits.val)
     normalization = config.data.normalization
@@ -817,12 +930,14 @@ def train_embedding(
             cfg.batch_size,
             epoch=epoch,
             num_workers=config.data.num_workers,
+            device=device,
         )
         total_loss, seen = 0.0, 0
         for batch in _progress(loader, progress, f"f epoch {epoch}/{cfg.epochs}", len(loader)):
             count = len(batch["anchor"]["image"])
-            images = torch.cat([batch[role]["image"] for role in TRIPLET_ROLES])
-            embeddings = network(normalize(images.to(device), normalization))
+            images = runtime.images(torch.cat([batch[role]["image"] for role in TRIPLET_ROLES]))
+            with runtime.autocast():
+                embeddings = network(normalize(images, normalization)).float()
             anchor, positive, negative = embeddings.split(count)
             loss = triplet_loss(anchor, positive, negative, cfg.triplet_margin)
             optimizer.zero_grad(set_to_none=True)
@@ -835,7 +950,9 @@ def train_embedding(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         metrics = {
-            **evaluate_embedding(network, means_set, val_set, val_triplets, config, device),
+            **evaluate_embedding(
+                network, means_set, val_set, val_triplets, config, device, runtime
+            ),
             "train_loss": total_loss / max(seen, 1),
             "lr": lr,
         }
@@ -898,8 +1015,10 @@ def validate_mask_generator_method2(
     config: RunConfig,
     device: torch.device,
     triplets: np.ndarray | None,
+    runtime: Runtime | None = None,
 ) -> tuple[dict[str, float], np.ndarray, list[Box]]:
-    """One pass of g over the validation split (centre crops) for Method II.
+    """One pass of g over the validation split (centre crops) for Method II, under
+    ``runtime``'s placement and precision (default: plain fp32 on ``device``).
 
     Metrics, named as Method I's where they mean the same: ``val_s_score``,
     ``val_loss`` (the sum of the active terms), ``val_inner`` (Eq. 3, mean over every
@@ -907,24 +1026,31 @@ def validate_mask_generator_method2(
     epochs; left out when there are none), ``val_reg``, ``val_mask_mean``,
     ``val_box_fraction``, ``val_gt_known_loc``. Returns (metrics, tracked maps, boxes).
     """
+    runtime = runtime or Runtime(device)
     was_training = mask_generator.training
     mask_generator.eval()
     mask_cfg, data_cfg = config.mask, config.data
     loader = make_loader(
-        dataset, mask_cfg.batch_size, train=False, seed=0, epoch=0, num_workers=data_cfg.num_workers
+        dataset,
+        mask_cfg.batch_size,
+        train=False,
+        seed=0,
+        epoch=0,
+        num_workers=data_cfg.num_workers,
+        device=device,
     )
     scores = _MapScores(config.selection)
     inner_sum, reg_sum = 0.0, 0.0
     foregrounds: list[torch.Tensor] = []
+    normalization, apply_to = data_cfg.normalization, mask_cfg.apply_to
     for batch in loader:
-        images = batch["image"].to(device)
-        normalized = normalize(images, data_cfg.normalization)
-        masks = mask_generator(normalized)
-        target = embedding(normalized)
-        fore = embedding(weighted_input(images, masks, data_cfg.normalization, mask_cfg.apply_to))
-        back = embedding(
-            weighted_input(images, 1.0 - masks, data_cfg.normalization, mask_cfg.apply_to)
-        )
+        images = runtime.images(batch["image"])
+        with runtime.autocast():
+            normalized = normalize(images, normalization)
+            masks = mask_generator(normalized).float()
+            target = embedding(normalized).float()
+            fore = embedding(weighted_input(images, masks, normalization, apply_to)).float()
+            back = embedding(weighted_input(images, 1.0 - masks, normalization, apply_to)).float()
         inner_sum += triplet_losses(target, fore, back, mask_cfg.triplet_margin).sum().item()
         reg_sum += masks.mean(dim=(1, 2, 3)).sum().item()
         foregrounds.append(fore.float().cpu())
@@ -983,9 +1109,10 @@ def train_mask_method2(
             "nothing to minimise"
         )
     device = resolve_device(config.device)
+    runtime = runtime_for(config, device)
     seed_everything(config.seed, config.deterministic)
-    embedding = freeze(embedding.to(device))
-    mask_generator = build_mask_generator(cfg).to(device)
+    embedding = runtime.frozen(embedding)
+    mask_generator = runtime.module(build_mask_generator(cfg))
     optimizer = _optimizer(
         mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
@@ -998,8 +1125,8 @@ def train_mask_method2(
         history = list(resume_state["history"])
         visuals = list(resume_state["visuals"])
         start_epoch = resume_state["epoch"] + 1
-    train_set = WsolDataset(splits.train, build_transform(config.data, True), config.seed)
-    val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
+    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
+    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
     sampler = TripletSampler([sample.label for sample in splits.train], config.seed)
     val_triplets = validation_triplets(splits.val)
     normalization = config.data.normalization
@@ -1011,29 +1138,31 @@ def train_mask_method2(
             cfg.batch_size,
             epoch=epoch,
             num_workers=config.data.num_workers,
+            device=device,
         )
         totals = {"loss": 0.0, "inner": 0.0, "outer": 0.0, "reg": 0.0}
         seen = 0
         for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
-            roles = [batch[role]["image"].to(device) for role in TRIPLET_ROLES]
+            roles = [runtime.images(batch[role]["image"]) for role in TRIPLET_ROLES]
             count = len(roles[0])
-            normalized = normalize(torch.cat(roles), normalization)
-            with torch.no_grad():
-                anchor_embedding = embedding(normalized[:count])
-            masks = mask_generator(normalized).split(count)
-            terms = method2_loss(
-                embedding,
-                (roles[0], roles[1], roles[2]),
-                (masks[0], masks[1], masks[2]),
-                anchor_embedding,
-                lam=cfg.lam,
-                use_inner=cfg.inner,
-                use_outer=cfg.outer,
-                use_reg=cfg.reg,
-                margin=cfg.triplet_margin,
-                normalization=normalization,
-                apply_to=cfg.apply_to,
-            )
+            with runtime.autocast():
+                normalized = normalize(torch.cat(roles), normalization)
+                with torch.no_grad():
+                    anchor_embedding = embedding(normalized[:count]).float()
+                masks = mask_generator(normalized).float().split(count)
+                terms = method2_loss(
+                    embedding,
+                    (roles[0], roles[1], roles[2]),
+                    (masks[0], masks[1], masks[2]),
+                    anchor_embedding,
+                    lam=cfg.lam,
+                    use_inner=cfg.inner,
+                    use_outer=cfg.outer,
+                    use_reg=cfg.reg,
+                    margin=cfg.triplet_margin,
+                    normalization=normalization,
+                    apply_to=cfg.apply_to,
+                )
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
@@ -1048,7 +1177,7 @@ def train_mask_method2(
         if not math.isfinite(totals["loss"]):
             raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
         val_metrics, maps, boxes = validate_mask_generator_method2(
-            mask_generator, embedding, val_set, config, device, val_triplets
+            mask_generator, embedding, val_set, config, device, val_triplets, runtime
         )
         _end_mask_epoch(
             epoch,
