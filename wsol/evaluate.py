@@ -29,7 +29,7 @@ from wsol.data import Sample, WsolDataset, build_transform, normalize
 from wsol.localize import Box, check_score_map
 from wsol.metrics import LocalizationEvaluator, MaxBoxAccV2Evaluator, PxAPEvaluator
 from wsol.models import Classifier, top1_classes
-from wsol.train import make_loader
+from wsol.train import make_eval_loader
 
 MapFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(normalised images (B,3,C,C), class indices (B,) int64) -> score maps (B,C,C) in [0,1]."""
@@ -213,15 +213,7 @@ def evaluate_maps(
     maxbox_evaluator = MaxBoxAccV2Evaluator({})
     pxap_evaluator = PxAPEvaluator({}) if with_masks else None
     dataset = WsolDataset(samples, build_transform(config.data, train=False), config.seed)
-    loader = make_loader(
-        dataset,
-        config.mask.batch_size,
-        train=False,
-        seed=0,
-        epoch=0,
-        num_workers=config.data.num_workers,
-        device=device,
-    )
+    loader = make_eval_loader(dataset, config.mask.batch_size, config, device)
     records: list[ImageResult] = []
     examples: list[MapExample] = []
     batches = tqdm(loader, desc="evaluating", total=len(loader), leave=False, disable=not progress)

@@ -101,6 +101,22 @@ def make_loader(
     )
 
 
+def make_eval_loader(
+    dataset: WsolDataset, batch_size: int, config: RunConfig, device: torch.device
+) -> DataLoader:
+    """Batches of ``dataset`` in order, for a validation or test pass (its eval transform
+    decides the crops); workers and pinning as :func:`make_loader`."""
+    return make_loader(
+        dataset,
+        batch_size,
+        train=False,
+        seed=0,
+        epoch=0,
+        num_workers=config.data.num_workers,
+        device=device,
+    )
+
+
 def _pinned(device: torch.device | None) -> bool:
     return device is not None and torch.device(device).type == "cuda"
 
@@ -325,15 +341,7 @@ def evaluate_classifier(
     runtime = runtime or Runtime(device)
     was_training = classifier.training
     classifier.eval()
-    loader = make_loader(
-        dataset,
-        64,
-        train=False,
-        seed=0,
-        epoch=0,
-        num_workers=config.data.num_workers,
-        device=device,
-    )
+    loader = make_eval_loader(dataset, 64, config, device)
     correct, loss, seen = 0, 0.0, 0
     for batch in loader:
         images = runtime.images(batch["image"])
@@ -468,15 +476,7 @@ def validate_mask_generator(
     was_training = mask_generator.training
     mask_generator.eval()
     mask_cfg, data_cfg, sel_cfg = config.mask, config.data, config.selection
-    loader = make_loader(
-        dataset,
-        mask_cfg.batch_size,
-        train=False,
-        seed=0,
-        epoch=0,
-        num_workers=data_cfg.num_workers,
-        device=device,
-    )
+    loader = make_eval_loader(dataset, mask_cfg.batch_size, config, device)
     sums: dict[str, float] = dict.fromkeys(
         ("s_score", "loss", "ce", "reg", "mask_mean", "box_fraction", "gt_known"), 0.0
     )
@@ -839,15 +839,7 @@ def embed_dataset(
     runtime = runtime or Runtime(device)
     was_training = network.training
     network.eval()
-    loader = make_loader(
-        dataset,
-        64,
-        train=False,
-        seed=0,
-        epoch=0,
-        num_workers=config.data.num_workers,
-        device=device,
-    )
+    loader = make_eval_loader(dataset, 64, config, device)
     embeddings, labels = [], []
     for batch in loader:
         images = runtime.images(batch["image"])
@@ -1030,15 +1022,7 @@ def validate_mask_generator_method2(
     was_training = mask_generator.training
     mask_generator.eval()
     mask_cfg, data_cfg = config.mask, config.data
-    loader = make_loader(
-        dataset,
-        mask_cfg.batch_size,
-        train=False,
-        seed=0,
-        epoch=0,
-        num_workers=data_cfg.num_workers,
-        device=device,
-    )
+    loader = make_eval_loader(dataset, mask_cfg.batch_size, config, device)
     scores = _MapScores(config.selection)
     inner_sum, reg_sum = 0.0, 0.0
     foregrounds: list[torch.Tensor] = []
