@@ -924,7 +924,9 @@ def train_embedding(
             num_workers=config.data.num_workers,
             device=device,
         )
-        total_loss, seen = 0.0, 0
+        # Summed on the device and read once per epoch: no host sync per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
         for batch in _progress(loader, progress, f"f epoch {epoch}/{cfg.epochs}", len(loader)):
             count = len(batch["anchor"]["image"])
             images = runtime.images(torch.cat([batch[role]["image"] for role in TRIPLET_ROLES]))
@@ -935,8 +937,9 @@ def train_embedding(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item() * count
+            loss_sum += loss.detach().double() * count
             seen += count
+        total_loss = loss_sum.item()
         if not math.isfinite(total_loss):
             raise FloatingPointError(f"f's triplet loss became {total_loss} in epoch {epoch}")
         lr = optimizer.param_groups[0]["lr"]
@@ -1124,7 +1127,8 @@ def train_mask_method2(
             num_workers=config.data.num_workers,
             device=device,
         )
-        totals = {"loss": 0.0, "inner": 0.0, "outer": 0.0, "reg": 0.0}
+        # Summed on the device and read once per epoch, as in train_mask.
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
         seen = 0
         for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
             roles = [runtime.images(batch[role]["image"]) for role in TRIPLET_ROLES]
@@ -1150,14 +1154,10 @@ def train_mask_method2(
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
-            for key, value in (
-                ("loss", terms.total),
-                ("inner", terms.inner),
-                ("outer", terms.outer),
-                ("reg", terms.reg),
-            ):
-                totals[key] += value.item() * count
+            parts = (terms.total, terms.inner, terms.outer, terms.reg)
+            sums += torch.stack([part.detach() for part in parts]).double() * count
             seen += count
+        totals = dict(zip(("loss", "inner", "outer", "reg"), sums.tolist(), strict=True))
         if not math.isfinite(totals["loss"]):
             raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
         val_metrics, maps, boxes = validate_mask_generator_method2(

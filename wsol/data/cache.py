@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from wsol.compute import available_cpus
 from wsol.data.dataset import Sample, load_sample
 from wsol.data.transforms import WsolTransform
 
@@ -159,12 +160,6 @@ class DecodedImageCache:
             )
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _complete(directory: Path) -> bool:
     return (directory / _META).is_file()
 
@@ -208,7 +203,7 @@ def build_decoded_cache(
     def decode(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return resizer.resize_sample(*load_sample(sample))
 
-    workers = threads or min(8, _available_cpus())
+    workers = threads or min(8, available_cpus())
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for index, (image, sample_boxes, mask) in enumerate(pool.map(decode, samples)):
             images[index] = image
