@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from wsol import compute
-from wsol.compute import Runtime, check_precision, cpu_share, resolve_num_workers
+from wsol.compute import Runtime, check_precision, cpu_share, pins_memory, resolve_num_workers
 
 
 def test_num_workers_auto_is_sized_to_the_cpu_share() -> None:
@@ -49,6 +49,12 @@ def test_channels_last_places_modules_and_batches() -> None:
     plain = Runtime(torch.device("cpu")).images(torch.rand(2, 3, 8, 8))
     assert plain.is_contiguous()
     assert not Runtime(torch.device("cpu")).pin_memory
+
+
+def test_only_batches_bound_for_a_gpu_are_pinned() -> None:
+    assert pins_memory("cuda") and pins_memory(torch.device("cuda", 1))
+    assert not pins_memory("cpu") and not pins_memory(None)
+    assert Runtime(torch.device("cuda")).pin_memory  # no GPU needed to build a Runtime
 
 
 def test_compile_keeps_the_state_dict_keys() -> None:

@@ -13,11 +13,12 @@ from wsol.config import ConfigError, RunConfig, config_from_dict
 from wsol.data import make_dataset, read_training_splits
 from wsol.data.transforms import normalize
 from wsol.losses import method1_loss
-from wsol.models import Classifier, MaskGenerator
+from wsol.models import Classifier, EmbeddingNet, MaskGenerator
 from wsol.train import (
     _optimizer,
     classifier_train_step,
     method1_train_step,
+    method2_train_step,
     train_classifier,
     train_mask,
 )
@@ -125,6 +126,38 @@ def test_g_step_freezes_f_and_takes_the_target_without_gradients() -> None:
     assert all(p.grad is None and not p.requires_grad for p in classifier.parameters())
     assert all(p.grad is not None for p in mask_generator.parameters())
     assert not terms.total.requires_grad and torch.isfinite(terms.total)
+
+
+def test_method2_g_step_freezes_f_and_embeds_the_anchors_once_without_gradients() -> None:
+    torch.manual_seed(0)
+    embedding = EmbeddingNet(3, embedding_dim=16, small_input_stem=True)
+    mask_generator = MaskGenerator("resnet18")
+    config = RunConfig.model_validate(
+        {
+            "data": {"crop": 32, "resize": 40, "normalization": "per_image"},
+            "classifier": {"kind": "embedding"},
+            "mask": {"method": 2},
+        }
+    )
+    runtime = Runtime(torch.device("cpu"))
+    embedding = runtime.frozen(embedding)
+    calls: list[tuple[bool, int]] = []
+    embedding.register_forward_hook(
+        lambda _m, inputs, _o: calls.append((torch.is_grad_enabled(), len(inputs[0])))
+    )
+    optimizer = _optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
+    generator = torch.Generator().manual_seed(0)
+    triplet = tuple(torch.rand(4, 3, 32, 32, generator=generator) for _ in range(3))
+    before = [p.detach().clone() for p in mask_generator.parameters()]
+    terms = method2_train_step(embedding, mask_generator, optimizer, triplet, config, runtime)
+    # The 4 anchors under no_grad for the target, then every masked image with gradients.
+    assert calls[0] == (False, 4) and all(grad for grad, _ in calls[1:])
+    assert all(p.grad is None and not p.requires_grad for p in embedding.parameters())
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, mask_generator.parameters(), strict=True)
+    )
+    for term in (terms.total, terms.inner, terms.outer, terms.reg):
+        assert not term.requires_grad and torch.isfinite(term)
 
 
 @pytest.mark.parametrize("normalization", ["per_image", "imagenet"])

@@ -53,6 +53,11 @@ def cpu_share() -> int:
     return threads if threads > 0 else available_cpus()
 
 
+def pins_memory(device: torch.device | str | None) -> bool:
+    """Page-locked loader batches: only worth it when they are copied to a GPU."""
+    return device is not None and torch.device(device).type == "cuda"
+
+
 def resolve_num_workers(
     requested: int | str, device: torch.device | str | None = None, share: int | None = None
 ) -> int:
@@ -109,8 +114,8 @@ class Runtime:
 
     @property
     def pin_memory(self) -> bool:
-        """Page-locked loader batches: only worth it when they are copied to a GPU."""
-        return self.device.type == "cuda"
+        """Whether loader batches for this device are page-locked (:func:`pins_memory`)."""
+        return pins_memory(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast region of a step (a no-op for fp32)."""

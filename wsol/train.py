@@ -27,13 +27,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wsol.compute import Runtime, resolve_num_workers, runtime_for
+from wsol.compute import Runtime, pins_memory, resolve_num_workers, runtime_for
 from wsol.config import ClassifierConfig, MaskConfig, RunConfig, SelectionConfig
 from wsol.data import TrainingSplits, WsolDataset, collate_samples, make_dataset
 from wsol.data.transforms import normalize
 from wsol.localize import Box, summarize_map
 from wsol.losses import (
     LossTerms,
+    Method2Terms,
     method1_loss,
     method2_loss,
     triplet_loss,
@@ -97,7 +98,7 @@ def make_loader(
         num_workers=resolve_num_workers(num_workers, device),
         collate_fn=collate_samples,
         persistent_workers=False,
-        pin_memory=_pinned(device),
+        pin_memory=pins_memory(device),
     )
 
 
@@ -115,10 +116,6 @@ def make_eval_loader(
         num_workers=config.data.num_workers,
         device=device,
     )
-
-
-def _pinned(device: torch.device | None) -> bool:
-    return device is not None and torch.device(device).type == "cuda"
 
 
 def _optimizer(
@@ -675,6 +672,100 @@ class MaskTrainingResult:
     visuals: list[dict[str, Any]]
 
 
+@dataclass
+class _MaskTraining:
+    """What :func:`_train_mask_generator` builds for either method before its first epoch."""
+
+    network: nn.Module  # the frozen f: Method I's classifier or Method II's embedding
+    mask_generator: MaskGenerator
+    optimizer: torch.optim.Optimizer
+    runtime: Runtime
+    train_set: WsolDataset
+    val_set: WsolDataset
+
+
+@dataclass
+class _MaskMethod:
+    """What differs between the methods' g loops."""
+
+    term_names: tuple[str, ...]  # the step's loss terms, "loss" (the total) first
+    loader: Callable[[int], DataLoader]  # epoch -> that epoch's training batches
+    step: Callable[[Any], tuple[int, torch.Tensor]]  # batch -> (images, terms on device)
+    validate: Callable[[], tuple[dict[str, float], np.ndarray, list[Box]]]
+
+
+def _train_mask_generator(
+    config: RunConfig,
+    network: nn.Module,
+    splits: TrainingSplits,
+    on_epoch: EpochCallback | None,
+    resume_state: dict[str, Any] | None,
+    progress: bool,
+    method_for: Callable[[_MaskTraining], _MaskMethod],
+) -> MaskTrainingResult:
+    """g's training loop for both methods: set up g and its optimizer (or restore them
+    from ``resume_state``), then per epoch train on ``method_for``'s batches, validate,
+    guard, record and report (:func:`_end_mask_epoch`)."""
+    cfg = config.mask
+    device = resolve_device(config.device)
+    runtime = runtime_for(config, device)
+    seed_everything(config.seed, config.deterministic)
+    network = runtime.frozen(network)
+    mask_generator = runtime.module(build_mask_generator(cfg))
+    optimizer = _optimizer(
+        mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    history: list[dict[str, Any]] = []
+    visuals: list[dict[str, Any]] = []
+    start_epoch = 1
+    if resume_state is not None:
+        mask_generator.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        history = list(resume_state["history"])
+        visuals = list(resume_state["visuals"])
+        start_epoch = resume_state["epoch"] + 1
+    method = method_for(
+        _MaskTraining(
+            network=network,
+            mask_generator=mask_generator,
+            optimizer=optimizer,
+            runtime=runtime,
+            train_set=make_dataset(splits.train, config.data, train=True, seed=config.seed),
+            val_set=make_dataset(splits.val, config.data, train=False, seed=config.seed),
+        )
+    )
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        mask_generator.train()
+        loader = method.loader(epoch)
+        # The loss terms are summed on the device and read once per epoch: no host sync
+        # per step (on CUDA, .item() would stall the queue of kernels every step).
+        sums = torch.zeros(len(method.term_names), dtype=torch.float64, device=device)
+        seen = 0
+        for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
+            count, terms = method.step(batch)
+            sums += terms.double() * count
+            seen += count
+        totals = dict(zip(method.term_names, sums.tolist(), strict=True))
+        if not math.isfinite(totals["loss"]):
+            raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
+        val_metrics, maps, boxes = method.validate()
+        _end_mask_epoch(
+            epoch,
+            val_metrics,
+            maps,
+            boxes,
+            {key: value / max(seen, 1) for key, value in totals.items()},
+            config,
+            history,
+            visuals,
+            on_epoch,
+            lambda path, _epoch=epoch: save_mask_state(
+                path, mask_generator, optimizer, _epoch, config, history, visuals
+            ),
+        )
+    return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
+
+
 def train_mask(
     config: RunConfig,
     classifier: Classifier | EmbeddingNet,
@@ -702,68 +793,46 @@ def train_mask(
     cfg = config.mask
     if not (cfg.ce or cfg.reg):
         raise ValueError("mask.ce and mask.reg are both false: Eq. 1 has nothing to minimise")
-    device = resolve_device(config.device)
-    runtime = runtime_for(config, device)
-    seed_everything(config.seed, config.deterministic)
-    classifier = runtime.frozen(classifier)
-    mask_generator = runtime.module(build_mask_generator(cfg))
-    optimizer = _optimizer(
-        mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
-    )
-    history: list[dict[str, Any]] = []
-    visuals: list[dict[str, Any]] = []
-    start_epoch = 1
-    if resume_state is not None:
-        mask_generator.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        history = list(resume_state["history"])
-        visuals = list(resume_state["visuals"])
-        start_epoch = resume_state["epoch"] + 1
-    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
-    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        mask_generator.train()
-        loader = make_loader(
-            train_set,
-            cfg.batch_size,
-            train=True,
-            seed=config.seed,
-            epoch=epoch,
-            num_workers=config.data.num_workers,
-            device=device,
-        )
-        # The loss terms are summed on the device and read once per epoch: no host sync
-        # per step (on CUDA, .item() would stall the queue of kernels every step).
-        sums = torch.zeros(3, dtype=torch.float64, device=device)
-        seen = 0
-        for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
+
+    def method1(training: _MaskTraining) -> _MaskMethod:
+        device = training.runtime.device
+
+        def step(batch: dict[str, Any]) -> tuple[int, torch.Tensor]:
             terms = method1_train_step(
-                classifier, mask_generator, optimizer, batch["image"], config, runtime
+                training.network,
+                training.mask_generator,
+                training.optimizer,
+                batch["image"],
+                config,
+                training.runtime,
             )
-            count = len(batch["image"])
-            sums += torch.stack([terms.total, terms.ce, terms.reg]).double() * count
-            seen += count
-        totals = dict(zip(("loss", "ce", "reg"), sums.tolist(), strict=True))
-        if not math.isfinite(totals["loss"]):
-            raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
-        val_metrics, maps, boxes = validate_mask_generator(
-            mask_generator, classifier, val_set, config, device, runtime
-        )
-        _end_mask_epoch(
-            epoch,
-            val_metrics,
-            maps,
-            boxes,
-            {key: value / max(seen, 1) for key, value in totals.items()},
-            config,
-            history,
-            visuals,
-            on_epoch,
-            lambda path, _epoch=epoch: save_mask_state(
-                path, mask_generator, optimizer, _epoch, config, history, visuals
+            return len(batch["image"]), torch.stack([terms.total, terms.ce, terms.reg])
+
+        return _MaskMethod(
+            term_names=("loss", "ce", "reg"),
+            loader=lambda epoch: make_loader(
+                training.train_set,
+                cfg.batch_size,
+                train=True,
+                seed=config.seed,
+                epoch=epoch,
+                num_workers=config.data.num_workers,
+                device=device,
+            ),
+            step=step,
+            validate=lambda: validate_mask_generator(
+                training.mask_generator,
+                training.network,
+                training.val_set,
+                config,
+                device,
+                training.runtime,
             ),
         )
-    return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
+
+    return _train_mask_generator(
+        config, classifier, splits, on_epoch, resume_state, progress, method1
+    )
 
 
 # --------------------------------------------------------------------------- Method II
@@ -812,7 +881,7 @@ def make_triplet_loader(
         num_workers=resolve_num_workers(num_workers, device),
         collate_fn=collate_triplets,
         persistent_workers=False,
-        pin_memory=_pinned(device),
+        pin_memory=pins_memory(device),
     )
 
 
@@ -1069,6 +1138,50 @@ def validate_mask_generator_method2(
     return metrics, scores.maps(), scores.visual_boxes
 
 
+def method2_train_step(
+    embedding: EmbeddingNet,
+    mask_generator: MaskGenerator,
+    optimizer: torch.optim.Optimizer,
+    triplet: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: RunConfig,
+    runtime: Runtime,
+) -> Method2Terms:
+    """One g step of Method II on a batch of triplets (anchor, positive, negative images,
+    each (B,3,H,W) in [0,1]), under ``runtime``: g maps the 3B images in one pass; the
+    frozen f embeds the anchors once under no_grad for the target, and I*M with gradients
+    to its input only; the optimizer step. Returns the terms, detached, on the device."""
+    cfg, normalization = config.mask, config.data.normalization
+    roles = [runtime.images(images) for images in triplet]
+    count = len(roles[0])
+    with runtime.autocast():
+        normalized = normalize(torch.cat(roles), normalization)
+        with torch.no_grad():
+            anchor_embedding = embedding(normalized[:count]).float()
+        masks = mask_generator(normalized).float().split(count)
+        terms = method2_loss(
+            embedding,
+            (roles[0], roles[1], roles[2]),
+            (masks[0], masks[1], masks[2]),
+            anchor_embedding,
+            lam=cfg.lam,
+            use_inner=cfg.inner,
+            use_outer=cfg.outer,
+            use_reg=cfg.reg,
+            margin=cfg.triplet_margin,
+            normalization=normalization,
+            apply_to=cfg.apply_to,
+        )
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    optimizer.step()
+    return Method2Terms(
+        total=terms.total.detach(),
+        inner=terms.inner.detach(),
+        outer=terms.outer.detach(),
+        reg=terms.reg.detach(),
+    )
+
+
 def train_mask_method2(
     config: RunConfig,
     embedding: EmbeddingNet,
@@ -1095,86 +1208,46 @@ def train_mask_method2(
             "mask.inner, mask.outer and mask.reg are all false: Method II's loss has "
             "nothing to minimise"
         )
-    device = resolve_device(config.device)
-    runtime = runtime_for(config, device)
-    seed_everything(config.seed, config.deterministic)
-    embedding = runtime.frozen(embedding)
-    mask_generator = runtime.module(build_mask_generator(cfg))
-    optimizer = _optimizer(
-        mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
-    )
-    history: list[dict[str, Any]] = []
-    visuals: list[dict[str, Any]] = []
-    start_epoch = 1
-    if resume_state is not None:
-        mask_generator.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        history = list(resume_state["history"])
-        visuals = list(resume_state["visuals"])
-        start_epoch = resume_state["epoch"] + 1
-    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
-    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
     sampler = TripletSampler([sample.label for sample in splits.train], config.seed)
     val_triplets = validation_triplets(splits.val)
-    normalization = config.data.normalization
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        mask_generator.train()
-        loader = make_triplet_loader(
-            train_set,
-            sampler.triplets(epoch),
-            cfg.batch_size,
-            epoch=epoch,
-            num_workers=config.data.num_workers,
-            device=device,
-        )
-        # Summed on the device and read once per epoch, as in train_mask.
-        sums = torch.zeros(4, dtype=torch.float64, device=device)
-        seen = 0
-        for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
-            roles = [runtime.images(batch[role]["image"]) for role in TRIPLET_ROLES]
-            count = len(roles[0])
-            with runtime.autocast():
-                normalized = normalize(torch.cat(roles), normalization)
-                with torch.no_grad():
-                    anchor_embedding = embedding(normalized[:count]).float()
-                masks = mask_generator(normalized).float().split(count)
-                terms = method2_loss(
-                    embedding,
-                    (roles[0], roles[1], roles[2]),
-                    (masks[0], masks[1], masks[2]),
-                    anchor_embedding,
-                    lam=cfg.lam,
-                    use_inner=cfg.inner,
-                    use_outer=cfg.outer,
-                    use_reg=cfg.reg,
-                    margin=cfg.triplet_margin,
-                    normalization=normalization,
-                    apply_to=cfg.apply_to,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            parts = (terms.total, terms.inner, terms.outer, terms.reg)
-            sums += torch.stack([part.detach() for part in parts]).double() * count
-            seen += count
-        totals = dict(zip(("loss", "inner", "outer", "reg"), sums.tolist(), strict=True))
-        if not math.isfinite(totals["loss"]):
-            raise FloatingPointError(f"g's training loss became {totals['loss']} in epoch {epoch}")
-        val_metrics, maps, boxes = validate_mask_generator_method2(
-            mask_generator, embedding, val_set, config, device, val_triplets, runtime
-        )
-        _end_mask_epoch(
-            epoch,
-            val_metrics,
-            maps,
-            boxes,
-            {key: value / max(seen, 1) for key, value in totals.items()},
-            config,
-            history,
-            visuals,
-            on_epoch,
-            lambda path, _epoch=epoch: save_mask_state(
-                path, mask_generator, optimizer, _epoch, config, history, visuals
+
+    def method2(training: _MaskTraining) -> _MaskMethod:
+        device = training.runtime.device
+
+        def step(batch: dict[str, Any]) -> tuple[int, torch.Tensor]:
+            triplet = tuple(batch[role]["image"] for role in TRIPLET_ROLES)
+            terms = method2_train_step(
+                training.network,
+                training.mask_generator,
+                training.optimizer,
+                triplet,
+                config,
+                training.runtime,
+            )
+            return len(triplet[0]), torch.stack([terms.total, terms.inner, terms.outer, terms.reg])
+
+        return _MaskMethod(
+            term_names=("loss", "inner", "outer", "reg"),
+            loader=lambda epoch: make_triplet_loader(
+                training.train_set,
+                sampler.triplets(epoch),
+                cfg.batch_size,
+                epoch=epoch,
+                num_workers=config.data.num_workers,
+                device=device,
+            ),
+            step=step,
+            validate=lambda: validate_mask_generator_method2(
+                training.mask_generator,
+                training.network,
+                training.val_set,
+                config,
+                device,
+                val_triplets,
+                training.runtime,
             ),
         )
-    return MaskTrainingResult(history=history, selection=select_epoch(history), visuals=visuals)
+
+    return _train_mask_generator(
+        config, embedding, splits, on_epoch, resume_state, progress, method2
+    )
