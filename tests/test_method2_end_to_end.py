@@ -9,12 +9,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_configs import tiny_run_config
 
 from study.cli import main as wsol_main
-from wsol.config import RunConfig, config_from_dict
+from wsol.config import RunConfig
 from wsol.data import read_training_splits
 from wsol.models import EmbeddingNet
 from wsol.train import load_classifier, load_mask_state, select_epoch, train_classifier, train_mask
+
+
+def tiny_method2_config(root: Path) -> RunConfig:
+    return tiny_run_config(
+        root,
+        name="tiny-method2",
+        classifier={"kind": "embedding", "embedding_dim": 32},
+        mask={"method": 2},
+    )
+
 
 METHOD2_METRICS = (
     "val_s_score",
@@ -26,42 +37,6 @@ METHOD2_METRICS = (
     "val_box_fraction",
     "val_gt_known_loc",
 )
-
-
-def tiny_method2_config(root: Path, **mask: object) -> RunConfig:
-    return config_from_dict(
-        {
-            "name": "tiny-method2",
-            "seed": 0,
-            "device": "cpu",
-            "data": {
-                "root": str(root),
-                "resize": 40,
-                "crop": 32,
-                "val_fraction": 0.25,
-                "normalization": "per_image",
-            },
-            "classifier": {
-                "kind": "embedding",
-                "embedding_dim": 32,
-                "pretrained": False,
-                "small_input_stem": True,
-                "optimizer": "adam",
-                "batch_size": 8,
-                "epochs": 2,
-            },
-            "mask": {
-                "method": 2,
-                "pretrained": False,
-                "optimizer": "adam",
-                "lr": 5e-3,
-                "batch_size": 8,
-                "epochs": 3,
-                **mask,
-            },
-            "selection": {"num_visualized": 2},
-        }
-    )
 
 
 @pytest.fixture(scope="module")

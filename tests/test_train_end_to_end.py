@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_configs import tiny_run_config
 
 from study.cli import main as wsol_main
-from wsol.config import RunConfig, config_from_dict
 from wsol.data import read_training_splits
 from wsol.local_run import run_local
 from wsol.train import (
@@ -20,43 +20,10 @@ from wsol.train import (
 )
 
 
-def tiny_config(root: Path, **mask: object) -> RunConfig:
-    return config_from_dict(
-        {
-            "name": "tiny",
-            "seed": 0,
-            "device": "cpu",
-            "data": {
-                "root": str(root),
-                "resize": 40,
-                "crop": 32,
-                "val_fraction": 0.25,
-                "normalization": "per_image",
-            },
-            "classifier": {
-                "pretrained": False,
-                "small_input_stem": True,
-                "optimizer": "adam",
-                "batch_size": 8,
-                "epochs": 2,
-            },
-            "mask": {
-                "pretrained": False,
-                "optimizer": "adam",
-                "lr": 5e-3,
-                "batch_size": 8,
-                "epochs": 3,
-                **mask,
-            },
-            "selection": {"num_visualized": 2},
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def trained_classifier(synthetic_root: Path):
     torch.set_num_threads(2)
-    config = tiny_config(synthetic_root)
+    config = tiny_run_config(synthetic_root)
     splits = read_training_splits(config.data)
     classifier, history = train_classifier(config, splits)
     return config, splits, classifier, history
@@ -128,7 +95,7 @@ def test_both_loss_terms_off_is_refused(trained_classifier) -> None:
 
 def test_train_command_writes_the_run_folder(synthetic_root: Path, tmp_path: Path) -> None:
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(tiny_config(synthetic_root).model_dump_json())
+    config_path.write_text(tiny_run_config(synthetic_root).model_dump_json())
     out = tmp_path / "run"
     code = wsol_main(
         [
@@ -176,8 +143,8 @@ def test_run_never_reads_the_test_split(synthetic_root: Path, tmp_path: Path) ->
     for image_id, is_train in split.items():
         if is_train == "0":
             (root / "images" / paths[image_id]).unlink()
-    config = tiny_config(root).model_copy(
-        update={"mask": tiny_config(root).mask.model_copy(update={"epochs": 1})}
+    config = tiny_run_config(root).model_copy(
+        update={"mask": tiny_run_config(root).mask.model_copy(update={"epochs": 1})}
     )
     config = config.model_copy(
         update={"classifier": config.classifier.model_copy(update={"epochs": 1})}

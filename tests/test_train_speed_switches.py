@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_configs import tiny_run_config
 
 from study.spec import classifier_key
 from wsol.compute import Runtime
@@ -25,35 +26,12 @@ from wsol.train import (
 
 
 def tiny(root: Path, **sections: dict) -> RunConfig:
-    raw = {
-        "seed": 0,
-        "device": "cpu",
-        "data": {
-            "root": str(root),
-            "resize": 40,
-            "crop": 32,
-            "val_fraction": 0.25,
-            "normalization": "per_image",
-        },
-        "classifier": {
-            "pretrained": False,
-            "small_input_stem": True,
-            "optimizer": "adam",
-            "batch_size": 8,
-            "epochs": 1,
-        },
-        "mask": {
-            "pretrained": False,
-            "optimizer": "adam",
-            "lr": 5e-3,
-            "batch_size": 8,
-            "epochs": 2,
-        },
-        "selection": {"num_visualized": 2},
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config_from_dict(raw)
+    """The shared tiny config, one f epoch and two g epochs: these tests compare runs."""
+    sections.setdefault("classifier", {})
+    sections.setdefault("mask", {})
+    sections["classifier"] = {"epochs": 1, **sections["classifier"]}
+    sections["mask"] = {"epochs": 2, **sections["mask"]}
+    return tiny_run_config(root, **sections)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+from wsol.models import freeze
+
 if TYPE_CHECKING:
     from wsol.config import RunConfig
 
@@ -133,27 +135,18 @@ class Runtime:
     def module(self, module: nn.Module) -> nn.Module:
         """``module`` on the device, in channels-last layout and compiled (in place, so its
         state dict keeps its keys) as configured; returns it."""
-        self._place(module)
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
         if self.compile:
             module.compile()
         return module
 
     def frozen(self, module: nn.Module) -> nn.Module:
         """A network that is not trained (f while g trains), placed as :meth:`module` (in
-        place), in eval mode and without parameter gradients: the backward pass computes
-        gradients for its input only, never for its weights."""
-        self._place(module)
-        module.eval()
-        for parameter in module.parameters():
-            parameter.requires_grad_(False)
-        if self.compile:
-            module.compile()
-        return module
-
-    def _place(self, module: nn.Module) -> None:
-        module.to(self.device)
-        if self.channels_last:
-            module.to(memory_format=torch.channels_last)
+        place) and :func:`wsol.models.freeze`-d: eval mode, no parameter gradients, so the
+        backward pass computes gradients for its input only, never for its weights."""
+        return freeze(self.module(module))
 
 
 def runtime_for(config: RunConfig, device: torch.device) -> Runtime:

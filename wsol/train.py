@@ -1109,7 +1109,7 @@ def validate_mask_generator_method2(
             back = embedding(weighted_input(images, 1.0 - masks, normalization, apply_to)).float()
         inner_sum += triplet_losses(target, fore, back, mask_cfg.triplet_margin).sum().item()
         reg_sum += masks.mean(dim=(1, 2, 3)).sum().item()
-        foregrounds.append(fore.float().cpu())
+        foregrounds.append(fore.cpu())
         scores.add(masks, batch["boxes"])
     mask_generator.train(was_training)
     if scores.count == 0:
