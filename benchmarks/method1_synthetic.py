@@ -40,6 +40,9 @@ matplotlib.use("Agg")
 import matplotlib.patches as patches
 import matplotlib.pyplot as plt
 
+from study.tables import markdown_table
+from wsol.checkpoint import load_classifier, load_mask_generator
+from wsol.compute import resolve_device
 from wsol.config import RunConfig, load_config
 from wsol.data import read_test_split
 from wsol.data.synthetic import synthesize_cub
@@ -51,7 +54,6 @@ from wsol.evaluate import (
     mask_generator_maps,
 )
 from wsol.local_run import LocalRunResult, run_local
-from wsol.train import load_classifier, load_mask_generator, resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "synthetic_cpu.yaml"
@@ -212,14 +214,14 @@ def _selected_epoch(run: LocalRunResult | None) -> str:
 def results_table(results: dict[str, TestEvaluation], runs: dict[str, LocalRunResult]) -> str:
     """A Markdown table: method, selected epoch, the metrics in percent, mean mask value."""
     header = ["Method", "Selected epoch", *(title for title, _ in COLUMNS), "Mean mask value"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, result in results.items():
         metrics = result.metrics
         cells = [name, _selected_epoch(runs.get(name))]
         cells += [f"{metrics[key]:.1f}" if key in metrics else "n/a" for _, key in COLUMNS]
         cells.append(f"{metrics['mask_mean']:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows).rstrip("\n")
 
 
 def _draw_box(axis: Any, box: Sequence[int], color: str) -> None:

@@ -30,12 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from wsol.checkpoint import load_classifier, load_mask_generator
+from wsol.compute import resolve_device
 from wsol.config import load_config
 from wsol.data import read_test_split
 from wsol.data.synthetic import synthesize_cub
 from wsol.evaluate import evaluate_maps, mask_generator_maps
 from wsol.local_run import run_local
-from wsol.train import load_classifier, load_mask_generator, resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "synthetic_cpu.yaml"

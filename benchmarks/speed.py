@@ -12,7 +12,7 @@ average is recorded with every section; on a shared machine, run it when it is q
               I*M with gradients to its input only) and of one f step, counted with
               torch.utils.flop_counter.FlopCounterMode;
 3. steps      images/s and FLOP/s of both steps at each size in fp32 and bf16 autocast,
-              and their ratio to the limit (``wsol.train.method1_train_step`` and
+              and their ratio to the limit (``wsol.methods.method1_train_step`` and
               ``classifier_train_step``: the code the training loops run);
 4. levers     each lever on and off: channels_last, f frozen (no parameter gradients),
               f(I) under no_grad, normalisation statistics reused for I*M, DataLoader
@@ -21,7 +21,7 @@ average is recorded with every section; on a shared machine, run it when it is q
               decoded-image cache, against what the g step consumes;
 6. study      a smoke-scale trial (ablations/smoke.yaml's settings, one row) under Ray
               Tune with MLflow logging (``study.runner.run_study``) against the same
-              ``wsol.train.train_mask`` loop called directly;
+              ``wsol.loop.train_mask`` loop called directly;
 7. profile    torch.profiler's top operators of the g step (what bounds it);
 8. targets    the issue's targets, met or missed and by how much.
 
@@ -54,22 +54,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from study.tables import markdown_table
+from wsol.checkpoint import save_classifier
 from wsol.compute import Runtime, available_cpus, cpu_supports_bf16
 from wsol.config import RunConfig, load_config
 from wsol.data import make_dataset, read_training_splits
 from wsol.data.synthetic import synthesize_cub
 from wsol.data.transforms import normalize
+from wsol.loaders import make_loader
+from wsol.loop import train_classifier, train_mask
 from wsol.losses import method1_loss
+from wsol.methods import classifier_train_step, method1_train_step, method_of
 from wsol.models import Classifier, MaskGenerator
-from wsol.train import (
-    build_classifier,
-    classifier_train_step,
-    make_loader,
-    method1_train_step,
-    save_classifier,
-    train_classifier,
-    train_mask,
-)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path("runs/bench-speed/speed.json")
@@ -221,9 +217,7 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
             return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
         return str(value)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, [[cell(v) for v in row] for row in rows]).rstrip("\n")
 
 
 # --------------------------------------------------------------------------- 1. limit
@@ -292,10 +286,10 @@ def build_nets(
     the backward pass also computes its weights' gradients (the lever's "before")."""
     torch.manual_seed(0)
     fused = fused_optimizer_supported(runtime.device) if fused is None else fused
-    classifier = build_classifier(config.classifier, num_classes)
+    classifier = method_of(config).build_f(config.classifier, num_classes)
     classifier = runtime.frozen(classifier) if frozen_f else runtime.module(classifier).eval()
     mask_generator = runtime.module(MaskGenerator(config.mask.encoder))
-    trainable = runtime.module(build_classifier(config.classifier, num_classes))
+    trainable = runtime.module(method_of(config).build_f(config.classifier, num_classes))
     return Nets(
         classifier=classifier,
         mask_generator=mask_generator,
@@ -810,7 +804,8 @@ def smoke_base(args: argparse.Namespace, scale: Scale, work: Path, log: Log) -> 
 def direct_trial(config_path: Path, result_path: Path) -> int:
     """The trial's work without Ray Tune or MLflow, in a fresh process (``--direct-trial``):
     load f, read the splits, ``train_mask``; writes the loop's seconds and S-scores."""
-    from wsol.train import load_classifier, resolve_device
+    from wsol.checkpoint import load_classifier
+    from wsol.compute import resolve_device
 
     started = time.perf_counter()
     config = RunConfig.model_validate_json(config_path.read_text())

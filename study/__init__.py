@@ -1,4 +1,4 @@
-"""Orchestration: the CLI, and (later) Ray Tune studies, MLflow logging and evaluation.
+"""Orchestration: the CLI, Ray Tune studies, MLflow tracking and the final test evaluation.
 
-``study`` imports ``wsol``; ``wsol`` never imports ``study``.
+``study`` imports ``wsol``; ``wsol`` never imports ``study``, Ray, Optuna or MLflow.
 """

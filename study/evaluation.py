@@ -19,10 +19,8 @@ reads it back.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import statistics
@@ -33,6 +31,9 @@ from typing import Any
 
 from study import storage
 from study.errors import StudyError
+from study.manifest import STUDY_MANIFEST
+from study.tables import csv_table, markdown_table
+from wsol.checkpoint import MASK_CHECKPOINT
 
 Log = Callable[[str], None]
 METRIC_COLUMNS = (
@@ -55,7 +56,7 @@ class TrialTarget:
     selected_epoch: int
     mask_file: str  # the selected g checkpoint (a mask.pt / selected.pt location)
     classifier: str  # f's classifier.pt location
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # the g loop's rows (wsol.selection's schema)
     checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> mask.pt location
 
 
@@ -95,7 +96,7 @@ def resolve_source(
         if "/" not in target:
             candidates.append(storage.join(_absolute(storage_root), target))
     for root in candidates:
-        if storage.exists(storage.join(root, "study.json")):
+        if storage.exists(storage.join(root, STUDY_MANIFEST)):
             return _study_source(root, out)
         if "://" not in root and (Path(root) / "selection.json").is_file():
             return _run_source(Path(root), out)
@@ -117,7 +118,7 @@ def _default_out(root: str, name: str) -> Path:
 
 
 def _study_source(root: str, out: Path | None) -> EvaluationSource:
-    manifest = json.loads(storage.read_text(storage.join(root, "study.json")))
+    manifest = json.loads(storage.read_text(storage.join(root, STUDY_MANIFEST)))
     trials = []
     skipped = []
     for trial in manifest["trials"]:
@@ -130,11 +131,11 @@ def _study_source(root: str, out: Path | None) -> EvaluationSource:
                 row=trial["row"],
                 params=trial["params"],
                 selected_epoch=int(trial["selected_epoch"]),
-                mask_file=storage.join(trial["selected_checkpoint"], "mask.pt"),
+                mask_file=storage.join(trial["selected_checkpoint"], MASK_CHECKPOINT),
                 classifier=trial["classifier"],
                 history=trial["history"],
                 checkpoints={
-                    int(epoch): storage.join(path, "mask.pt")
+                    int(epoch): storage.join(path, MASK_CHECKPOINT)
                     for epoch, path in trial.get("checkpoints", {}).items()
                 },
             )
@@ -174,14 +175,7 @@ def _run_source(root: Path, out: Path | None) -> EvaluationSource:
         selected_epoch=int(selection["epoch"]),
         mask_file=str(root / "selected.pt"),
         classifier=classifier,
-        history=[
-            {
-                "epoch": row["epoch"],
-                "val_s_score": row["val_s_score"],
-                "excluded": int(bool(row.get("excluded_reason"))),
-            }
-            for row in history
-        ],
+        history=history,
     )
     return EvaluationSource(
         kind="run",
@@ -197,18 +191,11 @@ def _run_source(root: Path, out: Path | None) -> EvaluationSource:
 
 def verify_selection(trial: TrialTarget, checkpoint_epoch: int) -> None:
     """Refuse a checkpoint that is not the selection: the epoch must be what
-    :func:`wsol.train.select_epoch` picks from the trial's validation history, and the
+    :func:`wsol.selection.select_epoch` picks from the trial's validation history, and the
     checkpoint must hold that epoch."""
-    from wsol.train import select_epoch
+    from wsol.selection import select_epoch
 
-    history = [
-        {
-            "epoch": row["epoch"],
-            "val_s_score": row["val_s_score"],
-            "excluded_reason": "excluded" if row.get("excluded") else None,
-        }
-        for row in trial.history
-    ]
+    history = trial.history
     if not history:
         raise StudyError(f"trial {trial.trial_id}: no validation history; cannot check selection")
     selected = select_epoch(history).epoch
@@ -281,9 +268,9 @@ def _figures(out_dir: Path, key: str, title: str, evaluation: Any) -> dict[str, 
 
 
 def _score_trial(trial: TrialTarget, device: Any, out_dir: Path, progress: bool) -> Scored:
+    from wsol.checkpoint import load_classifier, load_mask_generator_state
     from wsol.data import read_test_split
     from wsol.evaluate import evaluate_maps, mask_generator_maps
-    from wsol.train import load_classifier, load_mask_generator_state
 
     with storage.local_copy(trial.mask_file) as local:
         mask_generator, state = load_mask_generator_state(local, device)
@@ -308,15 +295,15 @@ def _score_trial(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
 
 
 def _config_of(state: dict[str, Any]):
-    from wsol.config import RunConfig
+    from wsol.checkpoint import stored_config
 
-    return RunConfig.model_validate(state["config"])
+    return stored_config(state)
 
 
 def _score_cam(classifier_location: str, config: Any, device: Any, out_dir: Path, progress: bool):
+    from wsol.checkpoint import load_classifier
     from wsol.data import read_test_split
     from wsol.evaluate import cam_maps, evaluate_maps
-    from wsol.train import load_classifier
 
     with storage.local_copy(classifier_location) as local:
         classifier, _ = load_classifier(local, device)
@@ -346,9 +333,9 @@ def cam_key(classifier_location: str) -> str:
 
 def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool) -> dict:
     """Every kept epoch of ``trial`` scored on the test split: a diagnostic only."""
+    from wsol.checkpoint import load_classifier, load_mask_generator_state
     from wsol.data import read_test_split
     from wsol.evaluate import evaluate_maps, mask_generator_maps
-    from wsol.train import load_classifier, load_mask_generator_state
     from wsol.viz import epoch_curve_figure
 
     with storage.local_copy(trial.classifier) as local:
@@ -393,7 +380,7 @@ def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
         [test_loc[e] for e in epochs],
         [val_s.get(e, math.nan) for e in epochs],
         selected,
-        [row["epoch"] for row in trial.history if row.get("excluded")],
+        [row["epoch"] for row in trial.history if row["excluded_reason"]],
         title=f"{trial.row} {trial.trial_id}: gap to the best epoch on test "
         f"{result['gap']:.1f} points",
     )
@@ -452,6 +439,7 @@ def _format(value: Any) -> str:
 
 
 def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]:
+    """Header and one row per scored trial (and CAM baseline)."""
     header = ["trial", "method", *source.search_keys, "epoch", *(t for _, t in METRIC_COLUMNS)]
     rows = [header]
     for item in scored:
@@ -490,15 +478,12 @@ def row_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]
 
 
 def markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows[1:])
-    return "\n".join(lines) + "\n"
+    """A header-first table as Markdown."""
+    return markdown_table(rows[0], rows[1:])
 
 
 def _csv(rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()
+    return csv_table(rows[0], rows[1:])
 
 
 # --------------------------------------------------------------------------- entry points
@@ -526,7 +511,7 @@ def evaluate(
 ) -> EvaluationOutcome:
     """Score every selected checkpoint of ``target`` (and the CAM baseline) on the test
     split; write tables, figures and MLflow ``test.*`` metrics. See the module docstring."""
-    from wsol.train import resolve_device
+    from wsol.compute import resolve_device
 
     source = resolve_source(target, storage_root, out)
     if epoch_curve and not source.keep_all_checkpoints:
@@ -565,10 +550,10 @@ def evaluate(
             continue
         trial = next(t for t in source.trials if t.classifier == location)
         with storage.local_copy(trial.mask_file) as local:
-            from wsol.train import load_mask_state
+            from wsol.checkpoint import load_mask_state
 
             config = _config_of(load_mask_state(local))
-        if config.classifier.kind != "softmax":
+        if config.classifier_kind != "softmax":
             log(f"no CAM baseline for {location}: Method II's f has no class FC layer")
             continue
         log(f"CAM baseline of {location}: scoring on the test split")

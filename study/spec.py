@@ -39,7 +39,10 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,6 +200,16 @@ class TrialSelection(_SpecModel):
     metric: str = "val_s_score"
     mode: Literal["max", "min"] = "max"
 
+    def objective(self, history: Sequence[dict[str, Any]], selected_epoch: int) -> float:
+        """The value that ranks a trial: ``metric`` at its selected epoch (NaN when that
+        epoch does not report it). For ``val_s_score`` the guarded score
+        (``selection_score``), so a trial whose every epoch is degenerate (plain max-S
+        fallback) ranks below every trial with a selectable epoch."""
+        selected = next(row for row in history if row["epoch"] == selected_epoch)
+        if self.metric == "val_s_score":
+            return selected["selection_score"]
+        return selected.get(self.metric, math.nan)
+
     @field_validator("metric")
     @classmethod
     def _validation_metric(cls, metric: str) -> str:
@@ -298,10 +311,6 @@ class Study(StudySpec):
         """What one classifier-stage task reserves: ``classifier_resources`` or ``resources``."""
         return self.classifier_resources or self.resources
 
-    def base_config(self) -> RunConfig:
-        """The base config alone, validated."""
-        return config_from_dict(self.base, source=f"{self.source} (base)")
-
     def row_labels(self) -> list[str]:
         """Row labels in spec order; ``["default"]`` when the spec has no rows."""
         return list(self.rows) if self.rows else [DEFAULT_ROW]
@@ -334,6 +343,19 @@ class Study(StudySpec):
             return config_from_dict(raw, source=f"{self.source} row {row!r} params {params}")
         except ConfigError as error:
             raise SpecError(str(error)) from None
+
+    def trial(self, row: str, params: dict[str, Any], cwd: Path) -> TrialSpec:
+        """One trial, expanded once: its :meth:`trial_config` as written, the same with
+        relative paths made absolute against ``cwd`` (the driver's working directory, see
+        :func:`resolve_paths`) to run with, and the key of its f."""
+        config = self.trial_config(row, params)
+        return TrialSpec(
+            row=row,
+            params=dict(params),
+            config=config,
+            run_config=resolve_paths(config, cwd),
+            classifier_key=classifier_key(config),
+        )
 
     def point_config(self, point: dict[str, Any]) -> RunConfig:
         """:meth:`trial_config` of a :meth:`grid_points` entry (its ``"row"`` plus params)."""
@@ -411,6 +433,50 @@ class Study(StudySpec):
         return keys
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of a study: its ablation row, its sampled search-space ``params``, its
+    config as the spec writes it (what MLflow records), the config it runs with (paths
+    absolute) and the content key of its f."""
+
+    row: str
+    params: dict[str, Any]
+    config: RunConfig
+    run_config: RunConfig
+    classifier_key: str
+
+
+def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Make relative data/weights/checkpoint paths absolute against ``base`` (the
+    driver's working directory): Ray workers run elsewhere (Tune changes into trial
+    folders), so a relative path typed by the user would otherwise point nowhere."""
+
+    def absolute(path: Path | None) -> Path | None:
+        if path is None or path.is_absolute() or "://" in str(path):
+            return path
+        return (base / path).resolve()
+
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(
+                update={
+                    "root": absolute(config.data.root),
+                    "cache_dir": absolute(config.data.cache_dir),
+                }
+            ),
+            "classifier": config.classifier.model_copy(
+                update={
+                    "weights_path": absolute(config.classifier.weights_path),
+                    "checkpoint": absolute(config.classifier.checkpoint),
+                }
+            ),
+            "mask": config.mask.model_copy(
+                update={"weights_path": absolute(config.mask.weights_path)}
+            ),
+        }
+    )
+
+
 def is_uri(storage: str) -> bool:
     """True when ``storage`` has a scheme (``s3://``, ``gs://``, ``file://``...)."""
     return bool(_URI_SCHEME.match(storage))
@@ -443,17 +509,19 @@ def classifier_key(config: RunConfig) -> str:
     but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
-    Method II's fields (``classifier.kind`` and the embedding-only fields listed in
-    ``wsol.config.EMBEDDING_ONLY_FIELDS``) are in for ``kind: embedding`` and out for a
-    softmax classifier, which they do not change: a Siamese embedding network never shares
+    Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
+    embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
+    leaves them out, as they do not change it: a Siamese embedding network never shares
     a key with a softmax classifier, and Method I keys are the same as before Method II.
     """
     dumped = config.model_dump(mode="json")
     classifier = {key: value for key, value in dumped["classifier"].items() if key != "checkpoint"}
-    if config.classifier.kind == "softmax":
+    if config.classifier_kind == "softmax":
         classifier = {
             key: value for key, value in classifier.items() if key not in EMBEDDING_ONLY_FIELDS
         }
+    else:
+        classifier["kind"] = config.classifier_kind
     content = {
         "version": _CLASSIFIER_KEY_VERSION,
         "data": {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F},

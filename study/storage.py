@@ -19,6 +19,21 @@ from typing import Any
 import pyarrow.fs as pafs
 
 
+def uri(filesystem: pafs.FileSystem | None, path: str) -> str:
+    """A path on ``filesystem`` as a location :func:`open_storage` opens again: the path
+    itself on the local filesystem, else ``<scheme>://path`` (GCS as ``gs://``, an fsspec
+    filesystem by its protocol)."""
+    if filesystem is None or isinstance(filesystem, pafs.LocalFileSystem):
+        return str(path)
+    scheme = {"gcs": "gs"}.get(filesystem.type_name, filesystem.type_name)
+    if scheme == "py":  # an fsspec filesystem wrapped by pyarrow
+        protocol = getattr(getattr(filesystem.handler, "fs", None), "protocol", None)
+        if isinstance(protocol, tuple | list):
+            protocol = protocol[0] if protocol else None
+        scheme = protocol or scheme
+    return f"{scheme}://{str(path).lstrip('/')}"
+
+
 def open_storage(location: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI."""
     if "://" in location:

@@ -3,16 +3,17 @@
 `MlflowStudyCallback` is a Ray Tune callback that runs on the driver (the process that
 calls `Tuner.fit`) and records a study in MLflow so the MLflow UI can compare its
 trials: one parent run per study, one nested run per trial (params = the flattened
-trial config, per-epoch study metrics with step = epoch, the selected checkpoint as
-a tag, the weight-map figure as an artifact).
+trial config, per-epoch study metrics with step = epoch, the weight-map figure as an
+artifact). After the run, :func:`tag_selected_checkpoints` tags each trial run with the
+checkpoint the study manifest selected (the manifest is the one source of it).
 
 Why not Ray's own integrations: `setup_mlflow` logs from inside the trial, and trials
 on cluster workers may not reach the tracking server; `MLflowLoggerCallback` makes no
 parent run per study and knows nothing of resumed studies. Everything here goes
 through one `MlflowClient(tracking_uri)`; no global MLflow state is touched.
 
-Resumes and retries are de-duplicated through a small JSON state file (see
-`StudyTrackingState`): a trial that is started again (a retry after a worker failure,
+Resumes and retries are de-duplicated through a small JSON state file
+(:mod:`study.tracking_state`): a trial that is started again (a retry after a worker failure,
 a resumed driver) keeps its run, and epochs that Tune replays are not logged twice.
 
 An MLflow failure never kills a study once it runs: it is logged as a warning on the
@@ -23,17 +24,11 @@ whose tracking server is unreachable fails before any training starts.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import json
 import logging
 import math
-import os
 import shutil
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +37,13 @@ from urllib.parse import urlparse
 
 from ray.tune import Callback
 
+from study import storage
+from study.preflight import check_tracking_uri, sqlite_database_path
+from study.tracking_state import StudyTrackingState, TrialTrackingState
+from study.version import code_version
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-    from ray.tune import Checkpoint
     from ray.tune.experiment import Trial
 
 logger = logging.getLogger("study.tracking")
@@ -58,7 +57,7 @@ MAX_TAG_VAL_LENGTH = 8000
 #: Result keys logged as metrics: numeric values whose key has one of these prefixes ...
 STUDY_METRIC_PREFIXES = ("val_", "train_", "selected_")
 #: ... or is one of these keys ...
-STUDY_METRIC_KEYS = frozenset({"selection_score", "objective", "excluded"})
+STUDY_METRIC_KEYS = frozenset({"selection_score", "objective"})
 #: ... plus Ray's own keys, renamed.
 RENAMED_RESULT_KEYS = {"time_this_iter_s": "epoch_seconds"}
 #: Logged once more when a trial completes (from its last result), unless already logged.
@@ -66,16 +65,11 @@ FINAL_METRIC_KEYS = ("selected_epoch", "selected_val_s_score")
 
 WEIGHT_MAPS_FILE = "weight_maps.png"
 FIGURES_ARTIFACT_PATH = "figures"
-STATE_FORMAT_VERSION = 1
 
 #: Tags the callback owns on a trial run; TrialInfo.tags cannot override them.
 RESERVED_TRIAL_TAGS = frozenset(
     {"mlflow.parentRunId", "mlflow.runName", "study", "row", "trial_id", "code_version"}
 )
-
-
-class TrackingUnavailableError(ValueError):
-    """The MLflow tracking URI of a study cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -89,146 +83,6 @@ class TrialInfo:
 
 # --------------------------------------------------------------------------------------
 # Code version and tracking URI pre-flight
-
-
-def code_version() -> str:
-    """`git describe --always --dirty` of the repository holding this package.
-
-    Falls back to `wsol-study <installed version>` when the package does not live in a
-    git work tree of its own (an installed wheel) or git is unavailable.
-    """
-    package_root = Path(__file__).resolve().parent.parent
-    try:
-        toplevel = subprocess.run(
-            ["git", "-C", str(package_root), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        # A wheel installed in a virtualenv that sits inside some other repository must
-        # not report that repository's version.
-        if toplevel and Path(toplevel).resolve() == package_root:
-            described = subprocess.run(
-                ["git", "-C", str(package_root), "describe", "--always", "--dirty"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            if described:
-                return described
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return f"wsol-study {importlib.metadata.version('wsol-study')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "wsol-study unknown"
-
-
-_SERVER_HINT = (
-    "Start a tracking server (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db "
-    "--host 127.0.0.1 --port 5000`) or point the study at a local database with "
-    "tracking_uri 'sqlite:///<folder>/mlflow.db'."
-)
-
-
-def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Pre-flight check of a study's MLflow tracking URI; raises TrackingUnavailableError.
-
-    - `http(s)://`: GET `<uri>/health` (served by `mlflow server`), one try, `timeout_s`.
-    - `sqlite:///path`: the database's folder exists (or can be created) and is writable.
-    - a plain path or `file:` URI: refused, MLflow 3.x's file store is in maintenance mode.
-    - other schemes (databricks, postgresql, ...): accepted without a check.
-    """
-    if not uri or not uri.strip():
-        raise TrackingUnavailableError(f"MLflow tracking URI is empty. {_SERVER_HINT}")
-    scheme = urlparse(uri).scheme.lower()
-    if uri.strip().lower() in ("databricks", "databricks-uc", "uc"):
-        return  # MLflow's scheme-less Databricks shorthands
-    if scheme in ("http", "https"):
-        _check_http_tracking_uri(uri, timeout_s)
-    elif scheme == "sqlite":
-        _check_sqlite_tracking_uri(uri)
-    elif scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter
-        raise TrackingUnavailableError(
-            f"MLflow tracking URI {uri!r} is a local file store (a './mlruns' style "
-            "folder). MLflow 3.x keeps the file store in maintenance mode: it gets no "
-            "further updates and refuses to open unless MLFLOW_ALLOW_FILE_STORE=true. Use "
-            "'sqlite:///<folder>/mlflow.db' for a local study or the 'http://host:port' "
-            "of an `mlflow server`; `mlflow migrate-filestore` moves existing runs."
-        )
-    # Anything else (databricks, postgresql, mysql, plugins): no cheap, side-effect
-    # free check exists, so accept it as given.
-
-
-def _check_http_tracking_uri(uri: str, timeout_s: float) -> None:
-    health_url = uri.rstrip("/") + "/health"
-    request = urllib.request.Request(health_url, method="GET")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} answered HTTP {exc.code} on {health_url} "
-            f"(expected 200). Check that the URI points at an `mlflow server` "
-            f"(including any --static-prefix). {_SERVER_HINT}"
-        ) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} is not reachable ({reason}; GET {health_url}, "
-            f"timeout {timeout_s:g} s). {_SERVER_HINT}"
-        ) from exc
-    if status != 200:
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} answered HTTP {status} on {health_url} "
-            f"(expected 200). {_SERVER_HINT}"
-        )
-
-
-def sqlite_database_path(uri: str) -> Path | None:
-    """The file of a `sqlite:///...` URI, or None for an in-memory database."""
-    rest = uri.split("://", 1)[1] if "://" in uri else ""
-    rest = rest.split("?", 1)[0]
-    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
-    path = rest[1:] if rest.startswith("/") else rest
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
-
-def _check_sqlite_tracking_uri(uri: str) -> None:
-    database = sqlite_database_path(uri)
-    if database is None:
-        return  # in-memory: nothing on disk to check
-    folder = database.parent if str(database.parent) else Path(".")
-    if database.exists() and not database.is_file():
-        raise TrackingUnavailableError(
-            f"MLflow tracking URI {uri!r}: {database} exists but is not a file. "
-            "Point the URI at a database file, e.g. 'sqlite:///<folder>/mlflow.db'."
-        )
-    # The nearest folder that exists must be a writable directory: either the database
-    # folder itself or the ancestor in which it will be created.
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is not a folder, so {folder} cannot be created"
-    else:
-        try:
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as exc:
-            problem = f"{existing} is not writable ({exc.strerror or exc})"
-    if problem is None and database.exists() and not os.access(database, os.R_OK | os.W_OK):
-        problem = f"{database} is not readable and writable"
-    if problem is not None:
-        raise TrackingUnavailableError(
-            f"MLflow tracking URI {uri!r} cannot be used: {problem}. Choose a database "
-            "path in a writable folder, e.g. 'sqlite:///<study storage>/mlflow.db'."
-        )
 
 
 # --------------------------------------------------------------------------------------
@@ -287,47 +141,6 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def checkpoint_uri(checkpoint: Checkpoint) -> str:
-    """A path (local storage) or URI (remote storage) naming a Ray checkpoint."""
-    import pyarrow.fs
-
-    filesystem = checkpoint.filesystem
-    if filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-        return str(checkpoint.path)
-    scheme = {"gcs": "gs"}.get(filesystem.type_name, filesystem.type_name)
-    if scheme == "py":  # an fsspec filesystem wrapped by pyarrow
-        protocol = getattr(getattr(filesystem.handler, "fs", None), "protocol", None)
-        if isinstance(protocol, tuple | list):
-            protocol = protocol[0] if protocol else None
-        scheme = protocol or scheme
-    return f"{scheme}://{str(checkpoint.path).lstrip('/')}"
-
-
-def find_checkpoint_for_epoch(trial: Trial, epoch: int) -> Checkpoint | None:
-    """The kept checkpoint of `trial` whose reported `epoch` equals `epoch`.
-
-    Reads the trial's checkpoint manager on the driver
-    (`trial.run_metadata.checkpoint_manager`, a
-    `ray.train._internal.checkpoint_manager._CheckpointManager`): its
-    `best_checkpoint_results` are the checkpoints still kept under
-    CheckpointConfig(num_to_keep, checkpoint_score_attribute) and
-    `latest_checkpoint_result` the newest one; each is a `_TrainingResult` whose
-    `metrics` is the result reported together with the checkpoint. None when that
-    checkpoint was deleted (num_to_keep) or never reported.
-    """
-    manager = trial.run_metadata.checkpoint_manager
-    candidates = list(manager.best_checkpoint_results)
-    latest = manager.latest_checkpoint_result
-    if latest is not None:
-        candidates.append(latest)
-    for training_result in reversed(candidates):  # newest first among equals
-        if training_result.checkpoint is None:
-            continue
-        if _epoch_of(training_result.metrics or {}) == epoch:
-            return training_result.checkpoint
-    return None
-
-
 def _read_last_error_line(trial: Trial) -> str | None:
     text: str | None = None
     error_file = getattr(trial, "error_file", None)
@@ -342,113 +155,6 @@ def _read_last_error_line(trial: Trial) -> str | None:
         return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else None
-
-
-# --------------------------------------------------------------------------------------
-# State file
-
-
-@dataclass
-class TrialTrackingState:
-    run_id: str
-    row: str
-    last_epoch: int = 0
-    retries: int = 0
-    status: str = "RUNNING"
-
-
-@dataclass
-class StudyTrackingState:
-    """What survives a driver restart, as JSON in the callback's state_file.
-
-    {"format_version": 1, "tracking_uri": ..., "experiment": ..., "experiment_id": ...,
-     "study": ..., "parent_run_id": ...,
-     "trials": {"<trial_id>": {"run_id": ..., "row": ..., "last_epoch": 3,
-                               "retries": 0, "status": "FINISHED"}}}
-    """
-
-    tracking_uri: str
-    experiment: str
-    study: str
-    experiment_id: str | None = None
-    parent_run_id: str | None = None
-    trials: dict[str, TrialTrackingState] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": STATE_FORMAT_VERSION,
-            "tracking_uri": self.tracking_uri,
-            "experiment": self.experiment,
-            "experiment_id": self.experiment_id,
-            "study": self.study,
-            "parent_run_id": self.parent_run_id,
-            "trials": {
-                trial_id: {
-                    "run_id": entry.run_id,
-                    "row": entry.row,
-                    "last_epoch": entry.last_epoch,
-                    "retries": entry.retries,
-                    "status": entry.status,
-                }
-                for trial_id, entry in sorted(self.trials.items())
-            },
-        }
-
-    @classmethod
-    def load(cls, path: Path) -> StudyTrackingState | None:
-        """The state recorded in `path`, None when there is no such file."""
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"MLflow tracking state file {path} cannot be read ({exc}). Delete it to "
-                "start a new MLflow parent run for this study (runs already logged stay)."
-            ) from exc
-        try:
-            if raw.get("format_version") != STATE_FORMAT_VERSION:
-                raise ValueError(
-                    f"format_version {raw.get('format_version')!r}, expected {STATE_FORMAT_VERSION}"
-                )
-            return cls(
-                tracking_uri=str(raw["tracking_uri"]),
-                experiment=str(raw["experiment"]),
-                study=str(raw["study"]),
-                experiment_id=raw.get("experiment_id"),
-                parent_run_id=raw.get("parent_run_id"),
-                trials={
-                    str(trial_id): TrialTrackingState(
-                        run_id=str(entry["run_id"]),
-                        row=str(entry.get("row", "")),
-                        last_epoch=int(entry.get("last_epoch", 0)),
-                        retries=int(entry.get("retries", 0)),
-                        status=str(entry.get("status", "RUNNING")),
-                    )
-                    for trial_id, entry in raw.get("trials", {}).items()
-                },
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"MLflow tracking state file {path} is malformed ({exc!r}). Delete it to "
-                "start a new MLflow parent run for this study (runs already logged stay)."
-            ) from exc
-
-    def save(self, path: Path) -> None:
-        """Write atomically: a temporary file in the same folder, then os.replace."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.to_json(), handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
 
 
 # --------------------------------------------------------------------------------------
@@ -538,8 +244,6 @@ class MlflowStudyCallback(Callback):
         last_result = dict(getattr(trial, "last_result", None) or {})
         with self._guard("log the final metrics of trial", trial):
             self._log_final_metrics(entry, last_result)
-        with self._guard("tag the selected checkpoint of trial", trial):
-            self._tag_selected_checkpoint(trial, entry, last_result)
         with self._guard("log the weight-map figure of trial", trial):
             self._log_weight_maps(trial, entry)
         with self._guard("finish the run of trial", trial):
@@ -824,33 +528,6 @@ class MlflowStudyCallback(Callback):
             return  # already logged with the per-epoch metrics at that step
         self._log_metrics(entry.run_id, final, step=max(entry.last_epoch, epoch or 0))
 
-    def _tag_selected_checkpoint(
-        self, trial: Trial, entry: TrialTrackingState, last_result: dict
-    ) -> None:
-        selected = _epoch_of({"epoch": last_result.get("selected_epoch")})
-        if selected is None:
-            logger.warning(
-                "Trial %s completed without an integer 'selected_epoch' in its last result; "
-                "no selected_checkpoint tag.",
-                trial.trial_id,
-            )
-            return
-        checkpoint = find_checkpoint_for_epoch(trial, selected)
-        if checkpoint is None:
-            logger.warning(
-                "Trial %s: no kept checkpoint reports epoch %d (selected_epoch). Was it "
-                "deleted by CheckpointConfig(num_to_keep=...)? Keep the best by "
-                "checkpoint_score_attribute. No selected_checkpoint tag.",
-                trial.trial_id,
-                selected,
-            )
-            return
-        self._client_or_raise().set_tag(
-            entry.run_id,
-            "selected_checkpoint",
-            _truncate(checkpoint_uri(checkpoint), MAX_TAG_VAL_LENGTH),
-        )
-
     def _log_weight_maps(self, trial: Trial, entry: TrialTrackingState) -> None:
         checkpoint = trial.checkpoint  # the latest checkpoint
         if checkpoint is None:
@@ -871,7 +548,7 @@ class MlflowStudyCallback(Callback):
                 logger.warning(
                     "Trial %s: latest checkpoint %s has no %s; no figure logged.",
                     trial.trial_id,
-                    checkpoint_uri(checkpoint),
+                    storage.uri(checkpoint.filesystem, checkpoint.path),
                     WEIGHT_MAPS_FILE,
                 )
                 return
@@ -928,3 +605,34 @@ class MlflowStudyCallback(Callback):
                 exc,
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
+
+
+def tag_selected_checkpoints(
+    tracking_uri: str, state_file: Path, selected: Mapping[str, str | None]
+) -> None:
+    """Tag each trial's MLflow run with ``selected_checkpoint``: ``selected`` maps trial id
+    -> the checkpoint the study manifest names (None: the trial has none, no tag). Run
+    ids come from the study's tracking ``state_file``. Failures are warnings, as for the
+    callback: the manifest on disk stays the record."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        state = StudyTrackingState.load(Path(state_file))
+        if state is None:
+            return
+        client = MlflowClient(tracking_uri=tracking_uri)
+        for trial_id, checkpoint in selected.items():
+            entry = state.trials.get(trial_id)
+            if entry is None or checkpoint is None:
+                continue
+            client.set_tag(
+                entry.run_id, "selected_checkpoint", _truncate(checkpoint, MAX_TAG_VAL_LENGTH)
+            )
+    except Exception as exc:
+        logger.warning(
+            "MLflow tracking failed to tag the selected checkpoints (tracking URI %s): %s: %s. "
+            "The manifest (study.json) names them.",
+            tracking_uri,
+            type(exc).__name__,
+            exc,
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from study.spec import Study, spec_from_dict
+from wsol.config import set_nested
 
 
 def tiny_spec_dict(data_root: Path, storage: Path, **overrides: Any) -> dict[str, Any]:
@@ -46,11 +47,7 @@ def tiny_spec_dict(data_root: Path, storage: Path, **overrides: Any) -> dict[str
         "storage": str(storage),
     }
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        raw = set_nested(raw, dotted, value)
     return raw
 
 

@@ -14,7 +14,7 @@ import torch
 from wsol.data import DatasetError, WsolDataset, collate_samples, read_training_splits
 from wsol.data.cache import DecodedImageCache, cache_key, open_decoded_cache
 from wsol.data.transforms import WsolTransform, mask_bounding_box
-from wsol.train import make_loader
+from wsol.loaders import make_loader
 
 
 @pytest.fixture(scope="module")

@@ -192,7 +192,7 @@ def test_the_study_preflight_runs_the_check_on_training_splits_only(
     from studies import tiny_study
 
     from study.errors import StudyError
-    from study.runner import check_datasets
+    from study.preflight import check_datasets
 
     root = Path(shutil.copytree(synthetic_root, tmp_path / "cub"))
     study = tiny_study(root, tmp_path / "studies")

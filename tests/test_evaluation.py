@@ -13,8 +13,8 @@ import pytest
 import ray
 from studies import tiny_study
 
+import wsol.checkpoint
 import wsol.data
-import wsol.train
 from study.errors import StudyError
 from study.evaluation import evaluate
 from study.report import report
@@ -51,7 +51,7 @@ def evaluated(finished_study, tmp_path_factory: pytest.TempPathFactory):
     study, outcome = finished_study
     opened: list[str] = []
     test_reads: list[str] = []
-    load_state, read_test = wsol.train.load_mask_state, wsol.data.read_test_split
+    load_state, read_test = wsol.checkpoint.load_mask_state, wsol.data.read_test_split
 
     def recording_load_state(path):
         opened.append(str(Path(path).parent))
@@ -62,7 +62,7 @@ def evaluated(finished_study, tmp_path_factory: pytest.TempPathFactory):
         return read_test(config)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(wsol.train, "load_mask_state", recording_load_state)
+    patch.setattr(wsol.checkpoint, "load_mask_state", recording_load_state)
     patch.setattr(wsol.data, "read_test_split", recording_read_test)
     try:
         result = evaluate(
@@ -85,11 +85,11 @@ def test_only_the_selected_checkpoints_meet_the_test_split(evaluated) -> None:
 def test_numbers_equal_the_metric_functions_called_directly(evaluated) -> None:
     _, outcome, result, _, _ = evaluated
     summary = outcome.summaries[0]
-    mask_generator, state = wsol.train.load_mask_generator_state(
+    mask_generator, state = wsol.checkpoint.load_mask_generator_state(
         Path(summary.selected_checkpoint) / "mask.pt"
     )
-    classifier, _ = wsol.train.load_classifier(Path(summary.classifier))
-    config = wsol.train.RunConfig.model_validate(state["config"])
+    classifier, _ = wsol.checkpoint.load_classifier(Path(summary.classifier))
+    config = wsol.checkpoint.stored_config(state)
     direct = evaluate_maps(
         mask_generator_maps(mask_generator),
         classifier,

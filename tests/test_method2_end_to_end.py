@@ -4,39 +4,25 @@ and selected by it, through the same entry points and run folder as Method I."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from run_configs import tiny_run_config
 
-from study.cli import main as wsol_main
 from wsol.config import RunConfig
 from wsol.data import read_training_splits
+from wsol.loop import train_classifier, train_mask
 from wsol.models import EmbeddingNet
-from wsol.train import load_classifier, load_mask_state, select_epoch, train_classifier, train_mask
 
 
 def tiny_method2_config(root: Path) -> RunConfig:
     return tiny_run_config(
         root,
         name="tiny-method2",
-        classifier={"kind": "embedding", "embedding_dim": 32},
+        classifier={"embedding_dim": 32},
         mask={"method": 2},
     )
-
-
-METHOD2_METRICS = (
-    "val_s_score",
-    "val_loss",
-    "val_inner",
-    "val_outer",
-    "val_reg",
-    "val_mask_mean",
-    "val_box_fraction",
-    "val_gt_known_loc",
-)
 
 
 @pytest.fixture(scope="module")
@@ -62,51 +48,6 @@ def test_embedding_training_reports_nearest_mean_accuracy_and_keeps_class_means(
     assert network.class_counts.tolist() == counts
 
 
-def test_method2_reports_s_score_first_with_its_terms_every_epoch_and_selects_by_s(
-    trained_embedding, tmp_path: Path
-) -> None:
-    config, splits, network, _ = trained_embedding
-    reports, saved = [], {}
-    best = -2.0
-
-    def on_epoch(report, save) -> None:
-        nonlocal best
-        reports.append(report)
-        if report.metrics["selection_score"] > best:
-            best = report.metrics["selection_score"]
-            save(tmp_path / "selected.pt")
-            saved["epoch"] = report.epoch
-
-    result = train_mask(config, network, splits, on_epoch)
-
-    assert [r.epoch for r in reports] == [1, 2, 3]
-    for report in reports:
-        assert list(report.metrics)[: len(METHOD2_METRICS)] == list(METHOD2_METRICS)
-        assert 0.0 <= report.metrics["val_s_score"] <= 1.0
-        assert {"train_loss", "train_inner", "train_outer", "train_reg"} <= set(report.metrics)
-        assert report.visual_maps.shape[0] == 2
-    expected = select_epoch(result.history)
-    assert result.selection.epoch == expected.epoch == saved["epoch"]
-    assert load_mask_state(tmp_path / "selected.pt")["epoch"] == expected.epoch
-
-
-def test_method2_same_seed_same_s_scores_and_resume_matches_uninterrupted(
-    trained_embedding, tmp_path: Path
-) -> None:
-    config, splits, network, _ = trained_embedding
-    config = config.model_copy(update={"mask": config.mask.model_copy(update={"epochs": 2})})
-    full = train_mask(config, network, splits)
-    again = train_mask(config, network, splits)
-    assert [r["val_s_score"] for r in full.history] == [r["val_s_score"] for r in again.history]
-
-    first = config.model_copy(update={"mask": config.mask.model_copy(update={"epochs": 1})})
-    train_mask(first, network, splits, lambda report, save: save(tmp_path / "last.pt"))
-    resumed = train_mask(
-        config, network, splits, resume_state=load_mask_state(tmp_path / "last.pt")
-    )
-    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in full.history]
-
-
 def test_switched_off_terms_are_reported_and_all_off_is_refused(trained_embedding) -> None:
     config, splits, network, _ = trained_embedding
     without_outer = config.model_copy(
@@ -124,36 +65,6 @@ def test_switched_off_terms_are_reported_and_all_off_is_refused(trained_embeddin
     )
     with pytest.raises(ValueError, match=r"mask.inner, mask.outer and mask.reg"):
         train_mask(nothing, network, splits)
-
-
-def test_train_command_runs_method2_into_the_same_run_folder(
-    synthetic_root: Path, tmp_path: Path
-) -> None:
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(tiny_method2_config(synthetic_root).model_dump_json())
-    out = tmp_path / "run"
-    code = wsol_main(
-        [
-            "train",
-            "--config",
-            str(config_path),
-            "--out",
-            str(out),
-            "--no-progress",
-            "--mask-epochs",
-            "2",
-            "--set",
-            "classifier.epochs=1",
-        ]
-    )
-    assert code == 0
-    for name in ("metrics.jsonl", "selected.pt", "selection.json", "weight_maps.png"):
-        assert (out / name).is_file(), name
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1, 2]
-    assert all("val_inner" in row and "val_outer" in row for row in rows)
-    network, _ = load_classifier(out / "classifier" / "classifier.pt")
-    assert isinstance(network, EmbeddingNet) and network.has_class_means
 
 
 def test_test_evaluation_classifies_method2_images_by_the_nearest_class_mean(

@@ -10,16 +10,18 @@ import pytest
 import torch
 
 from study.spec import classifier_key
+from wsol.checkpoint import load_classifier, save_classifier
 from wsol.config import ConfigError, RunConfig, apply_overrides, config_from_dict
+from wsol.loop import train_mask
+from wsol.methods import method_of
 from wsol.models import (
     Classifier,
     ClassMeansMissingError,
     EmbeddingNet,
     top1_classes,
 )
-from wsol.train import build_classifier, load_classifier, save_classifier, train_mask
 
-METHOD2 = {"classifier": {"kind": "embedding"}, "mask": {"method": 2}}
+METHOD2 = {"mask": {"method": 2}}
 
 
 def test_embedding_projects_the_pooled_512_features_to_embedding_dim() -> None:
@@ -69,7 +71,6 @@ def test_saved_embedding_network_loads_with_its_class_means(tmp_path: Path) -> N
     config = config_from_dict(
         {
             "classifier": {
-                "kind": "embedding",
                 "embedding_dim": 8,
                 "pretrained": False,
                 "small_input_stem": True,
@@ -77,7 +78,7 @@ def test_saved_embedding_network_loads_with_its_class_means(tmp_path: Path) -> N
             "mask": {"method": 2},
         }
     )
-    network = build_classifier(config.classifier, 3)
+    network = method_of(config).build_f(config.classifier, 3)
     assert isinstance(network, EmbeddingNet) and network.embedding_dim == 8
     network.set_class_means(torch.eye(3, 8), torch.tensor([0, 1, 2]))
     save_classifier(tmp_path / "classifier.pt", network, config, ["a", "b", "c"], [])
@@ -91,21 +92,38 @@ def test_saved_embedding_network_loads_with_its_class_means(tmp_path: Path) -> N
     assert torch.equal(loaded.predict(images), network.eval().predict(images))
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [{"mask": {"method": 2}}, {"classifier": {"kind": "embedding"}}],
-)
-def test_method_and_network_must_match_and_the_error_names_both_fields(raw: dict) -> None:
+@pytest.mark.parametrize("method, kind", [(1, "softmax"), (2, "embedding")])
+def test_the_kind_of_f_follows_mask_method(method: int, kind: str) -> None:
+    config = config_from_dict({"mask": {"method": method}})
+    assert config.classifier_kind == kind
+    assert isinstance(
+        method_of(config).build_f(config.classifier.model_copy(update={"pretrained": False}), 3),
+        EmbeddingNet if method == 2 else Classifier,
+    )
+
+
+def test_classifier_kind_is_refused_and_the_error_points_at_mask_method() -> None:
     with pytest.raises(ConfigError) as error:
-        config_from_dict(raw)
-    assert "mask.method" in str(error.value) and "classifier.kind" in str(error.value)
+        config_from_dict({"classifier": {"kind": "embedding"}})
+    assert "classifier.kind" in str(error.value) and "mask.method" in str(error.value)
+
+
+def test_a_checkpoint_written_with_classifier_kind_still_loads(tmp_path: Path) -> None:
+    config = config_from_dict({**METHOD2, "classifier": {"pretrained": False, "embedding_dim": 8}})
+    network = method_of(config).build_f(config.classifier, 3)
+    network.set_class_means(torch.eye(3, 8), torch.tensor([0, 1, 2]))
+    save_classifier(tmp_path / "classifier.pt", network, config, ["a", "b", "c"], [])
+    state = torch.load(tmp_path / "classifier.pt", weights_only=False)
+    state["config"]["classifier"]["kind"] = "embedding"  # as written before mask.method decided
+    torch.save(state, tmp_path / "classifier.pt")
+    loaded, _ = load_classifier(tmp_path / "classifier.pt")
+    assert isinstance(loaded, EmbeddingNet)
 
 
 def test_method2_config_is_reachable_by_dotted_overrides() -> None:
     raw = apply_overrides(
         {},
         [
-            "classifier.kind=embedding",
             "mask.method=2",
             "mask.inner=false",
             "classifier.embedding_dim=64",
@@ -127,7 +145,7 @@ def test_classifier_key_tells_an_embedding_network_from_a_softmax_classifier() -
     embedding = config_from_dict(METHOD2)
     assert classifier_key(embedding) != classifier_key(softmax)
     # Embedding-only fields change the Siamese f, and only it.
-    wider = config_from_dict({**METHOD2, "classifier": {"kind": "embedding", "embedding_dim": 128}})
+    wider = config_from_dict({**METHOD2, "classifier": {"embedding_dim": 128}})
     assert classifier_key(wider) != classifier_key(embedding)
     assert classifier_key(RunConfig(classifier={"embedding_dim": 128})) == classifier_key(softmax)
     # g's switches never change f.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsol.config import SelectionConfig
-from wsol.train import exclusion_reason, select_epoch, selection_score
+from wsol.selection import exclusion_reason, select_epoch, selection_score
 
 
 def row(epoch: int, s: float, excluded: str | None = None) -> dict:

@@ -16,8 +16,10 @@ from ray import tune
 from studies import copy_without_test_images, tiny_study
 
 from study.errors import StudyError
-from study.runner import CheckpointRetention, checkpoint_rank, run_study, search_space
-from wsol.train import load_mask_state, select_epoch
+from study.retention import CheckpointRetention
+from study.runner import run_study, search_space
+from wsol.checkpoint import load_mask_state
+from wsol.selection import select_epoch
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,11 +59,9 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
         assert [row["epoch"] for row in rows] == [1, 2, 3]  # S reported every epoch
         assert {row["torch_threads"] for row in rows} == {1}  # resources.cpu
         assert all(0.0 <= row["val_s_score"] <= 1.0 for row in rows)
-        history = [
-            {"epoch": r["epoch"], "val_s_score": r["val_s_score"], "excluded_reason": r["excluded"]}
-            for r in rows
-        ]
-        assert summary.selected_epoch == select_epoch(history).epoch
+        assert summary.selected_epoch == select_epoch(rows).epoch
+        # The manifest's history is the g loop's, row for row.
+        assert [r["val_s_score"] for r in summary.history] == [r["val_s_score"] for r in rows]
         state = load_mask_state(Path(summary.selected_checkpoint) / "mask.pt")
         assert state["epoch"] == summary.selected_epoch
         # Retention: the best checkpoint and the latest (for resume), nothing else.
@@ -203,12 +203,6 @@ def test_optuna_study_samples_lambda_within_bounds_and_reports_the_objective(
         assert summary.objective == selected["val_gt_known_loc"]  # at the S-selected epoch
 
 
-def test_checkpoint_rank_orders_like_select_epoch() -> None:
-    # Equal S: the earlier epoch wins, as in select_epoch; a higher S always wins.
-    assert checkpoint_rank(0.9, 2) > checkpoint_rank(0.9, 3)
-    assert checkpoint_rank(0.9 + 1e-6, 90) > checkpoint_rank(0.9, 1)
-
-
 def test_search_space_maps_rows_and_dimensions_to_tune_domains(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
@@ -241,41 +235,47 @@ def test_search_space_maps_rows_and_dimensions_to_tune_domains(
     assert sampled["mask.encoder"].categories == ["resnet18", "resnet34"]
 
 
-class _FakeResult:
-    def __init__(self, checkpoint: tune.Checkpoint, epoch: int, s_score: float) -> None:
-        self.checkpoint = checkpoint
-        self.metrics = {"epoch": epoch, "checkpoint_rank": checkpoint_rank(s_score, epoch)}
-
-
-class _FakeManager:
-    def __init__(self) -> None:
-        self.best_checkpoint_results: list[_FakeResult] = []
-        self.latest_checkpoint_result: _FakeResult | None = None
-
-
 class _FakeTrial:
+    """What CheckpointRetention reads of a trial: its id and the result just reported."""
+
     def __init__(self) -> None:
-        self.run_metadata = type("RunMetadata", (), {"checkpoint_manager": _FakeManager()})()
+        self.trial_id = "t0"
+        self.last_result: dict = {}
+
+
+def _row(epoch: int, s_score: float, excluded: bool = False) -> dict:
+    return {"epoch": epoch, "val_s_score": s_score, "excluded_reason": "d" if excluded else None}
+
+
+def test_retention_keeps_what_select_epoch_selects(tmp_path: Path) -> None:
+    # Ties on S, an excluded epoch with the highest S: retention must keep the epoch
+    # select_epoch picks, whatever the order of arrival.
+    rows = [_row(1, 0.8), _row(2, 0.95, excluded=True), _row(3, 0.8), _row(4, 0.7)]
+    retention = CheckpointRetention(keep=1, grace_s=0.0)
+    trial = _FakeTrial()
+    for row in rows:
+        path = tmp_path / f"checkpoint_{row['epoch']}"
+        path.mkdir()
+        trial.last_result = row
+        retention.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(path)))
+    selected = select_epoch(rows).epoch
+    kept = sorted(int(p.name.split("_")[1]) for p in tmp_path.iterdir())
+    assert selected == 1 and kept == [1, 3, 4]  # the selection, the previous latest, the latest
 
 
 def test_retention_deletes_a_superseded_checkpoint_only_after_the_grace_period(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [0.0]
-    monkeypatch.setattr("study.runner.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("study.retention.time.monotonic", lambda: clock[0])
     retention = CheckpointRetention(keep=1, grace_s=30.0)
     trial = _FakeTrial()
-    manager = trial.run_metadata.checkpoint_manager
     s_scores = {1: 0.9, 2: 0.5, 3: 0.4, 4: 0.3, 5: 0.2}
-    paths = {}
     for epoch, s_score in s_scores.items():
-        paths[epoch] = tmp_path / f"checkpoint_{epoch}"
-        paths[epoch].mkdir()
-        checkpoint = tune.Checkpoint.from_directory(str(paths[epoch]))
-        retention.on_checkpoint(0, [], trial, checkpoint)  # before Tune registers it
-        result = _FakeResult(checkpoint, epoch, s_score)
-        manager.best_checkpoint_results.append(result)
-        manager.latest_checkpoint_result = result
+        path = tmp_path / f"checkpoint_{epoch}"
+        path.mkdir()
+        trial.last_result = _row(epoch, s_score)  # Tune processes the result first
+        retention.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(path)))
         clock[0] += 20.0  # one epoch
 
     # Epoch e arrives at t = 20(e-1) and supersedes e-1. When epoch 5 arrives (t=80):

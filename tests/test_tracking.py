@@ -20,17 +20,15 @@ import ray
 import ray.cloudpickle
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.train._internal.checkpoint_manager import _CheckpointManager
-from ray.train._internal.session import _TrainingResult
 
+from study.preflight import TrackingUnavailableError, check_tracking_uri
 from study.tracking import (
     MlflowStudyCallback,
-    TrackingUnavailableError,
     TrialInfo,
-    check_tracking_uri,
-    code_version,
     study_metrics,
+    tag_selected_checkpoints,
 )
+from study.version import code_version
 
 # Per-row validation S-scores of the toy trainable, epochs 1..3.
 S_SCORES = {"full": [0.50, 0.80, 0.70], "no-reg": [0.40, 0.60, 0.90]}
@@ -87,7 +85,7 @@ def toy_trainable(config: dict[str, Any]) -> None:
             "train_loss": 1.5 / epoch,
             "train_ce": 1.0 / epoch,
             "train_reg": 0.1,
-            "excluded": 0,
+            "excluded_reason": None,
             "selected_epoch": best_epoch,
             "selected_val_s_score": best_score,
             "objective": best_score,
@@ -233,7 +231,7 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         assert sorted((m.step, m.value) for m in history) == list(
             zip([1, 2, 3], S_SCORES[row], strict=True)
         )
-        for key in ("val_loss", "train_loss", "selection_score", "excluded", "epoch_seconds"):
+        for key in ("val_loss", "train_loss", "selection_score", "epoch_seconds"):
             assert metric_steps(client, run.info.run_id, key) == [1, 2, 3], key
         assert "note" not in run.data.metrics
         assert "training_iteration" not in run.data.metrics
@@ -241,11 +239,7 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         assert run.data.metrics["selected_val_s_score"] == max(S_SCORES[row])
         assert metric_steps(client, run.info.run_id, "selected_epoch") == [1, 2, 3]
 
-        # The selected checkpoint exists on disk and is the one reported with that epoch.
-        selected = Path(tags["selected_checkpoint"])
-        assert selected.is_dir() and (selected / "mask.pt").is_file()
-        assert (selected / "mask.pt").read_bytes() == b"mask of epoch %d" % SELECTED_EPOCH[row]
-        assert selected.parent == Path(by_row[row].path)
+        assert "selected_checkpoint" not in tags  # the manifest's to set, after the run
 
         # The weight-map figure of the latest checkpoint is downloadable from the server.
         artifacts = [info.path for info in client.list_artifacts(run.info.run_id, "figures")]
@@ -263,6 +257,13 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         trial_ids["full"]: 3,
         trial_ids["no-reg"]: 3,
     }
+
+    # What the study's manifest names is what the runs are tagged with.
+    selected = {trial_ids["full"]: "/somewhere/checkpoint_000001", trial_ids["no-reg"]: None}
+    tag_selected_checkpoints(mlflow_server, tmp_path / "tracking_state.json", selected)
+    _, children = study_runs(client, "wsol-e2e")
+    assert children["full"].data.tags["selected_checkpoint"] == "/somewhere/checkpoint_000001"
+    assert "selected_checkpoint" not in children["no-reg"].data.tags
 
 
 def test_retry_and_driver_restore_reuse_runs_and_skip_replayed_epochs_with_sqlite(
@@ -331,24 +332,19 @@ def test_retry_and_driver_restore_reuse_runs_and_skip_replayed_epochs_with_sqlit
     for key in ("val_s_score", "epoch_seconds"):
         assert metric_steps(client, fixed.info.run_id, key) == [1, 2, 3]
     assert metric_steps(client, flaky.info.run_id, "val_s_score") == [1, 2, 3]
-    assert fixed.data.tags["selected_checkpoint"]
-    assert Path(fixed.data.tags["selected_checkpoint"]).is_dir()
 
 
 # ---- hooks driven directly (no Ray cluster) -------------------------------------------
 
 
 def fake_trial(trial_id: str, row: str, tmp_path: Path) -> SimpleNamespace:
-    """Just enough of ray.tune.experiment.Trial for the callback, with a real
-    checkpoint manager holding a real checkpoint per epoch."""
-    manager = _CheckpointManager(None)
+    """Just enough of ray.tune.experiment.Trial for the callback: its latest checkpoint."""
     return SimpleNamespace(
         trial_id=trial_id,
         config={"row": row, "model": {"lambda_reg": 0.0, "encoder": "resnet50"}},
         last_result={},
         status="RUNNING",
         error_file=None,
-        run_metadata=SimpleNamespace(checkpoint_manager=manager),
         checkpoint=None,
         tmp_path=tmp_path,
     )
@@ -375,9 +371,6 @@ def report(callback: MlflowStudyCallback, trial: SimpleNamespace, epoch: int) ->
     checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
     callback.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
     trial.last_result = result
-    trial.run_metadata.checkpoint_manager.register_checkpoint(
-        _TrainingResult(checkpoint=checkpoint, metrics=dict(result))
-    )
     trial.checkpoint = checkpoint
 
 
@@ -429,7 +422,7 @@ def test_restarted_driver_with_same_state_file_creates_no_duplicate_runs_or_step
     assert parent.info.run_id == first.parent_run_id
     assert parent.info.status == "FINISHED"
     assert set(children) == {"full", "no-reg"}
-    for row, trial in (("full", trial_a), ("no-reg", trial_b)):
+    for row in ("full", "no-reg"):
         run = children[row]
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val_s_score")
@@ -438,8 +431,6 @@ def test_restarted_driver_with_same_state_file_creates_no_duplicate_runs_or_step
         )
         assert metric_steps(client, run.info.run_id, "epoch_seconds") == [1, 2, 3]
         assert metric_steps(client, run.info.run_id, "selected_epoch") == [1, 2, 3]
-        expected = trial.tmp_path / trial.trial_id / f"checkpoint_{SELECTED_EPOCH[row]:06d}"
-        assert run.data.tags["selected_checkpoint"] == str(expected)
         assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
             "figures/weight_maps.png"
         ]
@@ -518,7 +509,7 @@ def test_study_metrics_keeps_study_keys_and_renames_iteration_time() -> None:
         "selected_epoch": 2,
         "selection_score": 0.8,
         "objective": 0.8,
-        "excluded": True,
+        "excluded_reason": "degenerate: ...",
         "time_this_iter_s": 1.5,
         "training_iteration": 2,
         "timestamp": 1700000000,
@@ -531,7 +522,6 @@ def test_study_metrics_keeps_study_keys_and_renames_iteration_time() -> None:
         "selected_epoch": 2.0,
         "selection_score": 0.8,
         "objective": 0.8,
-        "excluded": 1.0,
         "epoch_seconds": 1.5,
     }
 

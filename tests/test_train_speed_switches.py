@@ -9,20 +9,14 @@ import torch
 from run_configs import tiny_run_config
 
 from study.spec import classifier_key
-from wsol.compute import Runtime
+from wsol.compute import Runtime, make_optimizer
 from wsol.config import ConfigError, RunConfig, config_from_dict
 from wsol.data import make_dataset, read_training_splits
 from wsol.data.transforms import normalize
+from wsol.loop import train_classifier, train_mask
 from wsol.losses import method1_loss
+from wsol.methods import classifier_train_step, method1_train_step, method2_train_step
 from wsol.models import Classifier, EmbeddingNet, MaskGenerator
-from wsol.train import (
-    _optimizer,
-    classifier_train_step,
-    method1_train_step,
-    method2_train_step,
-    train_classifier,
-    train_mask,
-)
 
 
 def tiny(root: Path, **sections: dict) -> RunConfig:
@@ -97,7 +91,7 @@ def test_g_step_freezes_f_and_takes_the_target_without_gradients() -> None:
     classifier = runtime.frozen(classifier)
     grad_modes: list[bool] = []
     classifier.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
-    optimizer = _optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
+    optimizer = make_optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     terms = method1_train_step(classifier, mask_generator, optimizer, images, config, runtime)
     assert grad_modes == [False, True]  # f(I) under no_grad, then f(I*M) with gradients
@@ -113,7 +107,6 @@ def test_method2_g_step_freezes_f_and_embeds_the_anchors_once_without_gradients(
     config = RunConfig.model_validate(
         {
             "data": {"crop": 32, "resize": 40, "normalization": "per_image"},
-            "classifier": {"kind": "embedding"},
             "mask": {"method": 2},
         }
     )
@@ -123,7 +116,7 @@ def test_method2_g_step_freezes_f_and_embeds_the_anchors_once_without_gradients(
     embedding.register_forward_hook(
         lambda _m, inputs, _o: calls.append((torch.is_grad_enabled(), len(inputs[0])))
     )
-    optimizer = _optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
+    optimizer = make_optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
     generator = torch.Generator().manual_seed(0)
     triplet = tuple(torch.rand(4, 3, 32, 32, generator=generator) for _ in range(3))
     before = [p.detach().clone() for p in mask_generator.parameters()]
@@ -178,7 +171,7 @@ def test_channels_last_step_matches_nchw_step() -> None:
         runtime = Runtime(torch.device("cpu"), channels_last=channels_last)
         classifier = runtime.frozen(classifier)
         mask_generator = runtime.module(mask_generator)
-        optimizer = _optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
+        optimizer = make_optimizer(mask_generator.parameters(), "adam", 1e-3, 0.9, 0.0)
         losses.append(
             [
                 method1_train_step(
@@ -193,7 +186,7 @@ def test_channels_last_step_matches_nchw_step() -> None:
 def test_f_step_reports_a_detached_loss_and_trains_f() -> None:
     classifier, _ = nets()
     runtime = Runtime(torch.device("cpu"), "bf16")
-    optimizer = _optimizer(classifier.parameters(), "adam", 1e-3, 0.9, 0.0)
+    optimizer = make_optimizer(classifier.parameters(), "adam", 1e-3, 0.9, 0.0)
     before = classifier.fc.weight.detach().clone()
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     loss = classifier_train_step(
@@ -206,7 +199,7 @@ def test_f_step_reports_a_detached_loss_and_trains_f() -> None:
 def test_optimizers_are_fused_on_cpu() -> None:
     _, mask_generator = nets()
     for name in ("adam", "sgd"):
-        optimizer = _optimizer(mask_generator.parameters(), name, 1e-3, 0.9, 0.0)
+        optimizer = make_optimizer(mask_generator.parameters(), name, 1e-3, 0.9, 0.0)
         assert optimizer.param_groups[0]["fused"] is True
 
 
@@ -236,16 +229,42 @@ def test_make_dataset_serves_cached_items(synthetic_root: Path, tmp_path: Path) 
     assert torch.equal(cached[0]["image"], plain[0]["image"])
 
 
-def test_bf16_training_runs_and_reports_fp32_metrics(
+def _conv_output_dtypes(run) -> tuple[set[torch.dtype], object]:
+    """The dtypes every Conv2d produced while ``run()`` trained (f's and g's convolutions)."""
+    dtypes: set[torch.dtype] = set()
+
+    def record(module, _inputs, output) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = run()
+    finally:
+        handle.remove()
+    return dtypes, result
+
+
+def test_bf16_computes_in_bf16_and_reports_fp32_metrics(
     classifier_and_splits, synthetic_root: Path
 ) -> None:
     classifier, splits = classifier_and_splits
-    config = tiny(synthetic_root, compute={"precision": "bf16", "channels_last": True})
-    result = train_mask(config, classifier, splits)
-    for row in result.history:
+    fp32 = tiny(synthetic_root)
+    bf16 = tiny(synthetic_root, compute={"precision": "bf16", "channels_last": True})
+    fp32_dtypes, fp32_result = _conv_output_dtypes(lambda: train_mask(fp32, classifier, splits))
+    bf16_dtypes, bf16_result = _conv_output_dtypes(lambda: train_mask(bf16, classifier, splits))
+    assert fp32_dtypes == {torch.float32}
+    assert bf16_dtypes == {torch.bfloat16}  # every convolution ran under autocast
+    for row in bf16_result.history:
         for key in ("val_s_score", "val_loss", "train_loss", "val_mask_mean"):
             assert isinstance(row[key], float) and row[key] == row[key], key
-    f_config = tiny(synthetic_root, compute={"precision": "bf16"})
-    trained, history = train_classifier(f_config, splits)
-    assert trained.fc.weight.dtype == torch.float32
+    # The arithmetic changed, so the numbers did (not a switch that is silently ignored).
+    assert [r["train_loss"] for r in bf16_result.history] != [
+        r["train_loss"] for r in fp32_result.history
+    ]
+    f_dtypes, (trained, history) = _conv_output_dtypes(
+        lambda: train_classifier(tiny(synthetic_root, compute={"precision": "bf16"}), splits)
+    )
+    assert f_dtypes == {torch.bfloat16}
+    assert trained.fc.weight.dtype == torch.float32  # weights stay fp32; autocast casts
     assert 0 <= history[-1]["val_top1_cls"] <= 100

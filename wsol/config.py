@@ -116,8 +116,10 @@ class DataConfig(StrictModel):
 class ClassifierConfig(StrictModel):
     """The network f and how it is trained (paper's defaults).
 
-    Method I's f is a softmax classifier; Method II's (``kind: embedding``) is the
-    Siamese embedding network. Both share the backbone, init and optimiser fields.
+    Which f is trained follows ``mask.method`` (:attr:`RunConfig.classifier_kind`): Method
+    I's softmax classifier (ResNet, GAP, one FC layer, CE training) or Method II's Siamese
+    embedding (ResNet, GAP, linear projection to ``embedding_dim``, the triplet loss of
+    Eq. 2). Both share the backbone, init and optimiser fields.
     """
 
     backbone: BackboneName = "resnet18"
@@ -146,13 +148,6 @@ class ClassifierConfig(StrictModel):
         80, ge=1, description="The learning rate is multiplied by lr_gamma every lr_step epochs."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1)
-    # Method II: f is a Siamese embedding network instead of a softmax classifier.
-    kind: Literal["softmax", "embedding"] = Field(
-        "softmax",
-        description="'softmax': Method I's classifier (ResNet, GAP, one FC layer, CE "
-        "training); 'embedding': Method II's Siamese embedding (ResNet, GAP, linear "
-        "projection to embedding_dim), trained with the triplet loss of Eq. 2.",
-    )
     embedding_dim: int = Field(
         200, ge=1, description="Method II: the 512-d pooled features are projected to this."
     )
@@ -173,10 +168,9 @@ class ClassifierConfig(StrictModel):
     )
 
 
-# Classifier fields that only the embedding network (classifier.kind: embedding) reads;
-# a softmax classifier's identity (study.spec.classifier_key) leaves them out.
+# Classifier fields that only Method II's embedding network reads; a softmax
+# classifier's identity (study.spec.classifier_key) leaves them out.
 EMBEDDING_ONLY_FIELDS = (
-    "kind",
     "embedding_dim",
     "triplet_margin",
     "normalize_embedding",
@@ -213,9 +207,9 @@ class MaskConfig(StrictModel):
     epochs: int = Field(100, ge=1)
     method: Literal[1, 2] = Field(
         1,
-        description="1: Eq. 1 against a softmax classifier (classifier.kind: softmax); "
-        "2: Eq. 3 + Eq. 4 + lambda*R(M_a) against a Siamese embedding "
-        "(classifier.kind: embedding).",
+        description="1: Eq. 1 against a softmax classifier f; 2: Eq. 3 + Eq. 4 + "
+        "lambda*R(M_a) against a Siamese embedding f. Which f the classifier stage trains "
+        "follows from this (RunConfig.classifier_kind).",
     )
     inner: bool = Field(True, description="Method II: use L_inner (Eq. 3).")
     outer: bool = Field(True, description="Method II: use L_outer (Eq. 4).")
@@ -277,18 +271,23 @@ class RunConfig(StrictModel):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
-    @model_validator(mode="after")
-    def _method_matches_network(self) -> RunConfig:
-        method, kind = self.mask.method, self.classifier.kind
-        needed = "embedding" if method == 2 else "softmax"
-        if kind != needed:
-            name = "Method II (Eq. 3, 4)" if method == 2 else "Method I (Eq. 1)"
+    @model_validator(mode="before")
+    @classmethod
+    def _no_classifier_kind(cls, raw: Any) -> Any:
+        classifier = raw.get("classifier") if isinstance(raw, dict) else None
+        if isinstance(classifier, dict) and "kind" in classifier:
             raise ValueError(
-                f"mask.method={method} is {name} and needs classifier.kind={needed!r}, got "
-                f"classifier.kind={kind!r}; set both: mask.method=1 with "
-                "classifier.kind=softmax, or mask.method=2 with classifier.kind=embedding"
+                f"classifier.kind ({classifier['kind']!r}) is not a field: f's kind follows "
+                "mask.method (1: softmax classifier, 2: Siamese embedding); remove "
+                "classifier.kind and set mask.method"
             )
-        return self
+        return raw
+
+    @property
+    def classifier_kind(self) -> Literal["softmax", "embedding"]:
+        """Which f ``mask.method`` trains g against: Method I's softmax classifier or
+        Method II's Siamese embedding network."""
+        return "embedding" if self.mask.method == 2 else "softmax"
 
 
 class ConfigError(ValueError):
@@ -303,6 +302,15 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  {path}: {item['msg']}{got_text}")
     return "\n".join(lines)
+
+
+def upgrade_stored_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an earlier version (in a checkpoint or run folder) in today's
+    schema: ``classifier.kind``, now derived from ``mask.method``, is dropped."""
+    classifier = raw.get("classifier")
+    if isinstance(classifier, dict) and "kind" in classifier:
+        raw = {**raw, "classifier": {k: v for k, v in classifier.items() if k != "kind"}}
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
@@ -367,6 +375,12 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         raise ConfigError(
             f"{dotted!r} is a section; set one of its fields, e.g. {dotted}.<field>=..."
         )
+    return set_nested(raw, dotted, value)
+
+
+def set_nested(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Return a copy of nested ``raw`` with ``dotted`` set to ``value``, creating the
+    mappings on the way; no schema check (:func:`set_dotted` checks the key first)."""
     result = _deep_copy(raw)
     node = result
     parts = dotted.split(".")

@@ -26,10 +26,10 @@ from tqdm import tqdm
 from wsol.baselines import class_activation_maps
 from wsol.config import RunConfig
 from wsol.data import Sample, WsolDataset, build_transform, normalize
+from wsol.loaders import make_eval_loader
 from wsol.localize import Box, check_score_map
 from wsol.metrics import LocalizationEvaluator, MaxBoxAccV2Evaluator, PxAPEvaluator
 from wsol.models import Classifier, top1_classes
-from wsol.train import make_eval_loader
 
 MapFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(normalised images (B,3,C,C), class indices (B,) int64) -> score maps (B,C,C) in [0,1]."""

@@ -17,6 +17,7 @@ Never reads the test split.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,21 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from wsol.checkpoint import (
+    CLASSIFIER_CHECKPOINT,
+    load_classifier,
+    load_mask_state,
+    save_classifier,
+)
+from wsol.compute import resolve_device
 from wsol.config import RunConfig, config_to_yaml
 from wsol.data import WsolDataset, build_transform, read_training_splits
 from wsol.localize import Box
-from wsol.train import (
-    EpochReport,
-    SaveCheckpoint,
-    Selection,
-    load_classifier,
-    load_mask_state,
-    resolve_device,
-    save_classifier,
-    selection_score,
-    train_classifier,
-    train_mask,
-)
+from wsol.loop import EpochReport, SaveCheckpoint, train_classifier, train_mask
+from wsol.selection import Selection
 from wsol.viz import weight_map_evolution
 
 Log = Callable[[str], None]
@@ -56,6 +54,14 @@ class LocalRunResult:
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with path.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
+
+
+def write_json_atomically(path: Path, content: Any) -> None:
+    """``content`` as JSON at ``path``, via a temporary file and a rename, so a reader
+    never sees a half-written file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -117,26 +123,19 @@ def run_local(
     else:
         metrics_path.write_text("")
 
-    best_key = max(
-        (
-            selection_score(r["val_s_score"], not r["excluded_reason"])
-            for r in (resume_state or {}).get("history", [])
-        ),
-        default=-np.inf,
-    )
     started = time.perf_counter()
 
     def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
-        nonlocal best_key
-        row = {"epoch": report.epoch, **report.metrics, "excluded_reason": report.excluded_reason}
-        _append_jsonl(metrics_path, row)
-        save(last_path)
-        key = report.metrics["selection_score"]
+        _append_jsonl(metrics_path, report.history[-1])
         marker = ""
-        if key > best_key:
-            best_key = key
+        if report.is_best:
+            # Before last.pt: a resume rebuilds the selection from last.pt's history, which
+            # must never name an epoch whose selected.pt was not written.
             save(out_dir / "selected.pt")
             marker = "  <- best so far"
+        save(last_path)
+        assert report.selection is not None
+        write_json_atomically(out_dir / "selection.json", report.selection.to_dict())
         note = f"  [{report.excluded_reason}]" if report.excluded_reason else ""
         log(
             f"g epoch {report.epoch:>3}/{config.mask.epochs}  {_format_metrics(report.metrics)}"
@@ -151,7 +150,7 @@ def run_local(
         config, classifier, splits, on_epoch, resume_state=resume_state, progress=progress
     )
     selection = result.selection
-    (out_dir / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
+    write_json_atomically(out_dir / "selection.json", selection.to_dict())
     val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
     images, gt_boxes = tracked_validation_images(config, val_set, config.selection.num_visualized)
     if images:
@@ -173,7 +172,7 @@ def _classifier(config: RunConfig, splits: Any, out_dir: Path, progress: bool, l
     if config.classifier.checkpoint is not None:
         log(f"classifier: loading {config.classifier.checkpoint}")
         return Path(config.classifier.checkpoint)
-    path = out_dir / "classifier" / "classifier.pt"
+    path = out_dir / "classifier" / CLASSIFIER_CHECKPOINT
     if path.is_file():
         log(f"classifier: reusing {path}")
         return path

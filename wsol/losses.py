@@ -4,13 +4,15 @@ loss of Eq. 2 (f's pretraining) and L_inner (Eq. 3) + L_outer (Eq. 4) + lambda *
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wsol.data.transforms import normalization_stats
+
+Number = TypeVar("Number", torch.Tensor, float)
 
 
 def weighted_input(
@@ -179,11 +181,37 @@ def method2_loss(
     inner = triplet_loss(target, fore_a, back_a, margin)
     outer = triplet_loss(fore_a, fore_p, fore_n, margin)
     reg = l1_regularizer(mask_a)
-    total = mask_a.new_zeros(())
+    total = method2_total(
+        mask_a.new_zeros(()),
+        inner,
+        outer,
+        reg,
+        lam=lam,
+        use_inner=use_inner,
+        use_outer=use_outer,
+        use_reg=use_reg,
+    )
+    return Method2Terms(total=total, inner=inner, outer=outer, reg=reg)
+
+
+def method2_total(
+    zero: Number,
+    inner: Number,
+    outer: Number,
+    reg: Number,
+    *,
+    lam: float,
+    use_inner: bool,
+    use_outer: bool,
+    use_reg: bool,
+) -> Number:
+    """What Method II minimises: ``zero`` + the switched-on terms of L_inner + L_outer +
+    lam * R, for tensors (a step) or floats (a validation pass's means) alike."""
+    total = zero
     if use_inner:
         total = total + inner
     if use_outer:
         total = total + outer
     if use_reg:
         total = total + lam * reg
-    return Method2Terms(total=total, inner=inner, outer=outer, reg=reg)
+    return total

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsol.localize import Box, box_from_map, boxes_from_map_all_contours, check_score_map
+from wsol.localize import (
+    Box,
+    MapSummary,
+    box_from_map,
+    boxes_from_map_all_contours,
+    check_score_map,
+    summarize_map,
+)
 
 
 def _as_box_array(boxes: np.ndarray | Sequence[Box], name: str) -> np.ndarray:
@@ -182,7 +189,12 @@ class LocalizationEvaluator:
             self._gt_labels[image_id] = int(label)
 
     def accumulate(
-        self, score_map: np.ndarray, image_id: str, predicted_label: int | None = None
+        self,
+        score_map: np.ndarray,
+        image_id: str,
+        predicted_label: int | None = None,
+        *,
+        box: Box | None = None,
     ) -> LocalizationRecord:
         """Score one map and remember the outcome.
 
@@ -190,6 +202,8 @@ class LocalizationEvaluator:
             score_map: (H, W) float map in [0, 1], in the ground truth's pixel coordinates.
             image_id: a key of ``gt_boxes``, not accumulated before.
             predicted_label: the classifier's top-1 class for this image, or None.
+            box: the map's box if the caller already has it
+                (``box_from_map(score_map, threshold)``), so it is not traced twice.
 
         Returns:
             The record appended to ``records``.
@@ -218,7 +232,8 @@ class LocalizationEvaluator:
             if image_id not in self._gt_labels:
                 raise KeyError(f"image id {image_id!r} has no ground-truth label")
             correct_cls = int(predicted_label) == int(self._gt_labels[image_id])
-        box = box_from_map(score_map, self.threshold)
+        if box is None:
+            box = box_from_map(score_map, self.threshold)
         best_iou = float(iou_matrix([box], self._gt_boxes[image_id]).max())
         record = LocalizationRecord(
             image_id=image_id,
@@ -245,12 +260,69 @@ class LocalizationEvaluator:
             raise ValueError("no score map was accumulated; nothing to compute")
         count = len(self.records)
         gt_known = np.array([r.gt_known for r in self.records])
-        result = {"gt_known_loc": float(gt_known.mean() * 100.0)}
+
+        def percent(hits: np.ndarray) -> float:
+            return 100.0 * int(np.count_nonzero(hits)) / count
+
+        result = {"gt_known_loc": percent(gt_known)}
         if self.records[0].correct_cls is not None:
             correct_cls = np.array([bool(r.correct_cls) for r in self.records])
-            result["top1_loc"] = float((gt_known & correct_cls).mean() * 100.0)
-            result["top1_cls"] = float(correct_cls.mean() * 100.0)
+            result["top1_loc"] = percent(gt_known & correct_cls)
+            result["top1_cls"] = percent(correct_cls)
         result["count"] = float(count)
+        return result
+
+
+class ValidationMapEvaluator:
+    """What the g loop measures on the validation split each epoch: the label-free
+    S-score (Eq. 6) that selects the epoch, the box's share of the image and the map's
+    mean that our guard reads, and GT-known localization on the images with boxes.
+
+    ``accumulate(score_map, image_id)`` takes every validation map; boxes are optional
+    per image (``add_ground_truth`` first, for those that have them). The S-score and the
+    guard never read them.
+
+    Args:
+        threshold: tau as a fraction of each map's maximum, for the box and Eq. 6.
+    """
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        self.threshold = threshold
+        self._localization = LocalizationEvaluator({}, threshold=threshold)
+        self._with_boxes: set[str] = set()
+        self._sums = {"s_score": 0.0, "box_fraction": 0.0, "mask_mean": 0.0}
+        self.count = 0
+
+    def add_ground_truth(self, image_id: str, boxes: np.ndarray | Sequence[Box]) -> None:
+        """Register the ground-truth boxes (N >= 1) of one image before its ``accumulate``."""
+        self._localization.add_ground_truth(image_id, boxes)
+        self._with_boxes.add(image_id)
+
+    def accumulate(self, score_map: np.ndarray, image_id: str) -> MapSummary:
+        """Summarise one (H, W) map in [0, 1]; returns its box, S-score, box fraction, mean."""
+        summary = summarize_map(score_map, self.threshold)
+        self._sums["s_score"] += summary.s_score
+        self._sums["box_fraction"] += summary.box_fraction
+        self._sums["mask_mean"] += summary.mean_value
+        if image_id in self._with_boxes:
+            self._localization.accumulate(score_map, image_id, box=summary.box)
+        self.count += 1
+        return summary
+
+    def compute(self) -> dict[str, float]:
+        """Means over the accumulated maps: ``s_score`` in [0, 1], ``box_fraction`` in
+        (0, 1], ``mask_mean`` in [0, 1], ``count``; ``gt_known_loc`` (%) over the images
+        with boxes, when there were any.
+
+        Raises:
+            ValueError: if nothing was accumulated.
+        """
+        if not self.count:
+            raise ValueError("no score map was accumulated; nothing to compute")
+        result = {name: total / self.count for name, total in self._sums.items()}
+        if self._localization.records:
+            result["gt_known_loc"] = self._localization.compute()["gt_known_loc"]
+        result["count"] = float(self.count)
         return result
 
 

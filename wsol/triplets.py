@@ -28,6 +28,9 @@ from torch.utils.data import Dataset
 
 from wsol.data import WsolDataset, collate_samples
 
+#: The images of one triplet, in the order Eq. 2-4 name them.
+TRIPLET_ROLES = ("anchor", "positive", "negative")
+
 
 class TripletSampler:
     """Seeded random triplets ``(anchor, positive, negative)`` of indices into ``labels``.
@@ -106,7 +109,14 @@ class TripletDataset(Dataset[dict[str, Any]]):
 
 def collate_triplets(batch: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Batch triplet items: each role collated by :func:`wsol.data.collate_samples`."""
-    return {
-        role: collate_samples([item[role] for item in batch])
-        for role in ("anchor", "positive", "negative")
-    }
+    return {role: collate_samples([item[role] for item in batch]) for role in TRIPLET_ROLES}
+
+
+def validation_triplets(labels: Sequence[int]) -> np.ndarray | None:
+    """Fixed triplets over the validation split's ``labels`` (seed 0, epoch 0), the same
+    every epoch and run, for the triplet losses' validation values; None when the split
+    admits none (fewer than 2 classes, or no class with 2 images)."""
+    try:
+        return TripletSampler(labels, seed=0).triplets(0)
+    except ValueError:
+        return None

@@ -101,3 +101,14 @@ def stage_channels(net: tv_models.ResNet) -> tuple[int, int, int, int, int]:
         last_channels(net.layer3),
         last_channels(net.layer4),
     )
+
+
+def resnet_trunk(
+    backbone: str, pretrained: bool, weights_path: Path | None, small_input_stem: bool
+) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """f's trunk: (stem, body = layers 1-4, channels of the last feature map) of
+    :func:`build_resnet`, for a head on its globally pooled features."""
+    net = build_resnet(backbone, pretrained, weights_path, small_input_stem)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    body = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+    return stem, body, stage_channels(net)[-1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wsol.models.backbones import build_resnet, stage_channels
+from wsol.models.backbones import resnet_trunk
 
 
 class Classifier(nn.Module):
@@ -25,10 +25,9 @@ class Classifier(nn.Module):
         small_input_stem: bool = False,
     ) -> None:
         super().__init__()
-        net = build_resnet(backbone, pretrained, weights_path, small_input_stem)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.body = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.feature_dim = stage_channels(net)[-1]
+        self.stem, self.body, self.feature_dim = resnet_trunk(
+            backbone, pretrained, weights_path, small_input_stem
+        )
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsol.models.backbones import build_resnet, stage_channels
+from wsol.models.backbones import resnet_trunk
 
 
 class ClassMeansMissingError(RuntimeError):
@@ -52,10 +52,9 @@ class EmbeddingNet(nn.Module):
         normalize: bool = False,
     ) -> None:
         super().__init__()
-        net = build_resnet(backbone, pretrained, weights_path, small_input_stem)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.body = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.feature_dim = stage_channels(net)[-1]
+        self.stem, self.body, self.feature_dim = resnet_trunk(
+            backbone, pretrained, weights_path, small_input_stem
+        )
         self.embedding_dim = embedding_dim
         self.num_classes = num_classes
         self.normalize = normalize
@@ -107,7 +106,7 @@ class EmbeddingNet(nn.Module):
             raise ClassMeansMissingError(
                 "the embedding network has no class means yet: they are set from the "
                 "training split after (and during) its training; train it with "
-                "wsol.train.train_classifier or load a saved one"
+                "wsol.loop.train_classifier or load a saved one"
             )
         distances = torch.cdist(embeddings, self.class_means.to(embeddings))
         return (-distances).masked_fill(self.class_counts.unsqueeze(0) == 0, float("-inf"))

@@ -1,0 +1,150 @@
+"""The study manifest, ``<storage>/<study>/study.json``: the one source of each trial's
+status, history and selected checkpoint.
+
+Written when ``wsol study`` ends, from each trial's own record: its latest checkpoint's
+``selection.json`` (the g loop's history and selection) and the checkpoints still on
+storage. ``wsol evaluate`` scores what it names and nothing else; the MLflow
+``selected_checkpoint`` tags are set from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from study import storage
+from study.retention import existing_checkpoints
+from study.spec import Study
+from study.tables import markdown_table
+from study.trainable import read_checkpoint_selection, trial_params
+
+STUDY_MANIFEST = "study.json"
+
+
+@dataclass
+class TrialSummary:
+    """One trial as the manifest records it. ``history`` rows are the g loop's
+    (:mod:`wsol.selection`'s schema); ``checkpoints`` maps epoch -> kept checkpoint."""
+
+    trial_id: str
+    row: str
+    params: dict[str, Any]
+    status: str
+    epochs: int
+    selected_epoch: int | None
+    selected_s_score: float | None
+    objective: float | None
+    selected_checkpoint: str | None
+    excluded_epochs: list[int]
+    path: str
+    classifier: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def summarize_trial(
+    study: Study, result: tune.Result, classifier_locations: dict[str, str], cwd: Path
+) -> TrialSummary:
+    """The :class:`TrialSummary` of one Tune result."""
+    row, params = trial_params(result.config or {})
+    trial = study.trial(row, params, cwd)
+    history: list[dict[str, Any]] = []
+    selection: dict[str, Any] | None = None
+    if result.checkpoint is not None:
+        recorded = read_checkpoint_selection(result.checkpoint)
+        history, selection = recorded["history"], recorded["selection"]
+    checkpoints = {
+        int(metrics["epoch"]): storage.uri(checkpoint.filesystem, checkpoint.path)
+        for checkpoint, metrics in existing_checkpoints(result)
+    }
+    selected_epoch = selection["epoch"] if selection else None
+    return TrialSummary(
+        trial_id=(result.metrics or {}).get("trial_id", Path(result.path).name),
+        row=row,
+        params=params,
+        status="ERROR" if result.error else "TERMINATED",
+        epochs=len(history),
+        selected_epoch=selected_epoch,
+        selected_s_score=selection["s_score"] if selection else None,
+        objective=(study.trial_selection.objective(history, selected_epoch) if selection else None),
+        selected_checkpoint=checkpoints.get(selected_epoch) if selection else None,
+        excluded_epochs=[r["epoch"] for r in history if r["excluded_reason"]],
+        path=storage.uri(result.filesystem, result.path),
+        classifier=classifier_locations[trial.classifier_key],
+        history=history,
+        checkpoints=checkpoints,
+        error=str(result.error).splitlines()[0] if result.error else None,
+    )
+
+
+def summarize(
+    study: Study, results: tune.ResultGrid, classifier_locations: dict[str, str], cwd: Path
+) -> list[TrialSummary]:
+    """One :class:`TrialSummary` per trial, rows in spec order."""
+    summaries = [summarize_trial(study, result, classifier_locations, cwd) for result in results]
+    summaries.sort(key=lambda s: (study.row_labels().index(s.row), s.trial_id))
+    return summaries
+
+
+def manifest_location(study: Study, name: str) -> str:
+    return storage.join(study.storage_path(), name, STUDY_MANIFEST)
+
+
+def write_manifest(study: Study, name: str, summaries: list[TrialSummary]) -> str:
+    location = manifest_location(study, name)
+    storage.write_json(
+        location,
+        {
+            "study": name,
+            "spec": str(study.source),
+            "storage": study.storage_path(),
+            "tracking_uri": study.tracking_uri(),
+            "experiment": study.experiment_name(),
+            "trial_selection": study.trial_selection.model_dump(),
+            "rows": study.row_labels(),
+            "search_keys": list(study.search_space),
+            "keep_all_checkpoints": study.keep_all_checkpoints,
+            "trials": [asdict(summary) for summary in summaries],
+        },
+    )
+    return location
+
+
+def format_table(study: Study, summaries: list[TrialSummary]) -> str:
+    """A Markdown table: trial, row, the varying params, selected epoch, S, objective."""
+    keys = list(study.search_space)
+    metric = study.trial_selection.metric
+    header = ["trial", "row", *keys, "status", "selected epoch", "val S", "excluded", metric]
+
+    def number(value: Any, digits: int = 4) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+    rows = [
+        [
+            s.trial_id,
+            s.row,
+            *(number(s.params.get(key)) for key in keys),
+            s.status,
+            number(s.selected_epoch),
+            number(s.selected_s_score),
+            _excluded_note(s),
+            number(s.objective),
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows).rstrip("\n")
+
+
+def _excluded_note(summary: TrialSummary) -> str:
+    """How many epochs the guard excluded; 'all' means the selection fell back to max-S."""
+    count = len(summary.excluded_epochs)
+    if summary.epochs and count == summary.epochs:
+        return f"{count}/{summary.epochs} (all: plain max-S)"
+    return f"{count}/{summary.epochs}"

@@ -1,0 +1,102 @@
+"""Which of a trial's checkpoints are kept: the best ``keep`` by the selection's own
+ordering (:func:`wsol.selection.epoch_rank`), plus what a resume needs.
+
+Not Ray's ``CheckpointConfig(num_to_keep=...)``: it deletes a checkpoint the moment it
+falls out of the top k, while the experiment state saved for ``--resume`` may still name
+it as the trial's latest (we hit this: after a driver kill, the resumed trial failed
+with "Could not recover from checkpoint as it does not exist on storage anymore").
+Here a checkpoint is deleted only once a newer one has superseded it for ``grace_s``,
+longer than the state-save period; :meth:`CheckpointRetention.finalize` prunes the rest
+after the run, when the saved state marks the trials finished.
+
+Each checkpoint is ranked by the result it was reported with (its ``epoch``,
+``val_s_score`` and ``excluded_reason``, the history row of that epoch), read from
+Ray's public API: ``trial.last_result`` when it is saved, ``Result.best_checkpoints``
+after the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ray import tune
+
+from study import storage
+from wsol.selection import epoch_rank
+
+# How often the driver saves Tune's experiment state (what --resume restores), and how long
+# a superseded checkpoint is kept after that, so the saved state never names a deleted one.
+STATE_SAVE_PERIOD_S = 10
+RETENTION_GRACE_S = 3 * STATE_SAVE_PERIOD_S
+
+
+def kept_paths(
+    checkpoints: Iterable[tuple[tune.Checkpoint, dict[str, Any]]], keep: int
+) -> set[str]:
+    """The paths of the ``keep`` best of ``checkpoints`` ((checkpoint, the result it was
+    reported with)) by :func:`wsol.selection.epoch_rank`."""
+    ranked = sorted(checkpoints, key=lambda item: epoch_rank(item[1]), reverse=True)
+    return {checkpoint.path for checkpoint, _ in ranked[:keep]}
+
+
+def existing_checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, Any]]]:
+    """``result.best_checkpoints`` minus those :class:`CheckpointRetention` deleted."""
+    return [
+        (checkpoint, metrics)
+        for checkpoint, metrics in result.best_checkpoints or []
+        if checkpoint.filesystem.get_file_info(checkpoint.path).type
+        != storage.pafs.FileType.NotFound
+    ]
+
+
+class CheckpointRetention(tune.Callback):
+    """Keep each trial's ``keep`` best checkpoints plus its latest; delete the rest
+    (see the module docstring)."""
+
+    def __init__(self, keep: int, grace_s: float = RETENTION_GRACE_S) -> None:
+        self.keep = keep
+        self.grace_s = grace_s
+        # What this driver saw reported, per trial: checkpoint path -> (checkpoint, result).
+        # Lost with the driver; finalize() then prunes from Ray's record of the trial.
+        self._reported: dict[str, dict[str, tuple[tune.Checkpoint, dict[str, Any]]]] = {}
+        self._superseded: dict[str, float] = {}  # checkpoint path -> when superseded
+        self._deleted: set[str] = set()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Tune processes a result before the checkpoint reported with it.
+        reported = self._reported.setdefault(trial.trial_id, {})
+        now = time.monotonic()
+        for path in reported:
+            self._superseded.setdefault(path, now)
+        latest = max(reported.values(), key=lambda item: item[1]["epoch"], default=None)
+        reported[checkpoint.path] = (checkpoint, dict(trial.last_result))
+        protected = kept_paths(reported.values(), self.keep) | {checkpoint.path}
+        if latest is not None:
+            protected.add(latest[0].path)
+        for path, (doomed, _) in list(reported.items()):
+            superseded = self._superseded.get(path)
+            if path in protected or superseded is None or now - superseded < self.grace_s:
+                continue
+            self._delete(doomed)
+            del reported[path]
+
+    def finalize(self, results: tune.ResultGrid) -> None:
+        """After the run: keep only the ``keep`` best and the latest of every trial."""
+        for result in results:
+            checkpoints = existing_checkpoints(result)
+            protected = kept_paths(checkpoints, self.keep)
+            if result.checkpoint is not None:
+                protected.add(result.checkpoint.path)
+            for checkpoint, _ in checkpoints:
+                if checkpoint.path not in protected:
+                    self._delete(checkpoint)
+
+    def _delete(self, checkpoint: tune.Checkpoint) -> None:
+        if checkpoint.path in self._deleted:
+            return
+        self._deleted.add(checkpoint.path)
+        with contextlib.suppress(FileNotFoundError):
+            checkpoint.filesystem.delete_dir(checkpoint.path)

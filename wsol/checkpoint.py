@@ -1,0 +1,139 @@
+"""Saving and loading f (``classifier.pt``) and g (``mask.pt``, ``selected.pt``,
+``last.pt``).
+
+A g checkpoint holds what a resume needs, as torchvision's reference scripts do: the
+model, the optimizer, the epoch, the config, and the loop's history and tracked maps so
+far. f's checkpoint holds the model, the config it was trained with, the class names and
+its per-epoch metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wsol.config import RunConfig, upgrade_stored_config
+from wsol.methods import build_mask_generator, method_of
+from wsol.models import MaskGenerator, freeze
+
+CHECKPOINT_FORMAT = 1
+#: The g checkpoint inside a study trial's checkpoint folder.
+MASK_CHECKPOINT = "mask.pt"
+#: f's checkpoint file, in a run folder or the study's content-addressed store.
+CLASSIFIER_CHECKPOINT = "classifier.pt"
+
+
+def stored_config(state: dict[str, Any]) -> RunConfig:
+    """The config a checkpoint (of f or g) was trained with, in today's schema."""
+    return RunConfig.model_validate(upgrade_stored_config(state["config"]))
+
+
+def save_classifier(
+    path: Path,
+    classifier: nn.Module,
+    config: RunConfig,
+    class_names: list[str],
+    history: list[dict[str, Any]],
+) -> None:
+    """classifier.pt: the model, the config it was trained with, class names, metrics.
+
+    For Method II's embedding network the model's state holds its training-split class
+    means (buffers ``class_means``, ``class_counts``), which classify by nearest mean.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "classifier",
+            "model": classifier.state_dict(),
+            "config": config.model_dump(mode="json"),
+            "class_names": class_names,
+            "history": history,
+        },
+        path,
+    )
+
+
+def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load classifier.pt -> (frozen f on ``device``, the checkpoint's metadata).
+
+    f is a :class:`~wsol.models.Classifier` or an :class:`~wsol.models.EmbeddingNet`, as
+    the stored config's ``mask.method`` says.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("kind") != "classifier":
+        raise ValueError(f"{path} is not a classifier checkpoint (kind={state.get('kind')!r})")
+    config = stored_config(state)
+    classifier = method_of(config).build_f(
+        config.classifier.model_copy(update={"pretrained": False, "weights_path": None}),
+        len(state["class_names"]),
+    )
+    classifier.load_state_dict(state["model"])
+    return freeze(classifier.to(device)), state
+
+
+def save_mask_state(
+    path: Path,
+    mask_generator: MaskGenerator,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    config: RunConfig,
+    history: list[dict[str, Any]],
+    visuals: list[dict[str, Any]],
+) -> None:
+    """A g checkpoint holding everything a resume needs (model, optimizer, epoch, config,
+    the history and tracked maps so far), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "mask_generator",
+            "model": mask_generator.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": None,
+            "epoch": epoch,
+            "config": config.model_dump(mode="json"),
+            "history": history,
+            "visuals": visuals,
+        },
+        temporary,
+    )
+    temporary.replace(path)
+
+
+def load_mask_state(path: Path) -> dict[str, Any]:
+    """Read a g checkpoint written by :func:`save_mask_state` (on CPU)."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if state.get("kind") != "mask_generator":
+        raise ValueError(f"{path} is not a mask-generator checkpoint (kind={state.get('kind')!r})")
+    return state
+
+
+def load_mask_generator(
+    path: Path, device: torch.device | str = "cpu", *, state: dict[str, Any] | None = None
+) -> MaskGenerator:
+    """g from a checkpoint, in eval mode on ``device`` (``state``: already loaded)."""
+    state = state if state is not None else load_mask_state(path)
+    mask_config = stored_config(state).mask
+    mask_generator = build_mask_generator(
+        mask_config.model_copy(update={"pretrained": False, "weights_path": None})
+    )
+    mask_generator.load_state_dict(state["model"])
+    return mask_generator.to(device).eval()
+
+
+def load_mask_generator_state(
+    path: Path, device: torch.device | str = "cpu"
+) -> tuple[MaskGenerator, dict[str, Any]]:
+    """(g in eval mode on ``device``, the checkpoint's full state: epoch, config, history)."""
+    state = load_mask_state(path)
+    return load_mask_generator(path, device, state=state), state

@@ -1,0 +1,103 @@
+"""Early stopping: which epoch of g a run keeps, and the one ordering everything uses.
+
+The paper keeps the epoch of maximal mean validation S-score (Eq. 6). Our guard (not the
+paper's) makes degenerate epochs unselectable; when every epoch is degenerate the plain
+max-S epoch is kept and flagged. :func:`epoch_rank` is the ordering: :func:`select_epoch`
+takes its maximum, and checkpoint retention keeps a prefix of :func:`ranked_epochs`, so
+the two can never disagree.
+
+A history row, the same from the g loop to the manifest to the final evaluation, is
+``{"epoch": int, "val_s_score": float, ..., "excluded_reason": str | None}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wsol.config import SelectionConfig
+
+HistoryRow = Mapping[str, Any]
+
+
+def exclusion_reason(metrics: Mapping[str, float], selection: SelectionConfig) -> str | None:
+    """Our guard (not the paper's): why this epoch may not be selected, or None.
+
+    Eq. 6 is exactly 1.0 for a map above tau everywhere (one contour: the whole image),
+    which a fresh g and a lambda = 0 g both output, and for a map that is empty but for a
+    single speck (a g whose batch-norm statistics have not settled yet); either would win
+    max-S while localizing nothing. Reads ``val_box_fraction`` (mean box area / image area).
+    """
+    if not selection.skip_degenerate:
+        return None
+    fraction = metrics["val_box_fraction"]
+    if fraction > selection.max_box_fraction:
+        return (
+            f"degenerate: mean predicted box covers {fraction:.1%} of the image "
+            f"(> selection.max_box_fraction = {selection.max_box_fraction:.0%})"
+        )
+    if fraction < selection.min_box_fraction:
+        return (
+            f"degenerate: mean predicted box covers {fraction:.2%} of the image "
+            f"(< selection.min_box_fraction = {selection.min_box_fraction:.0%})"
+        )
+    return None
+
+
+def selection_score(s_score: float, selectable: bool) -> float:
+    """The guarded S-score: S in [0,1] for a selectable epoch, S - 1 in [-1,0) for an
+    excluded one, so any selectable epoch outranks every excluded one."""
+    return s_score if selectable else s_score - 1.0
+
+
+def epoch_rank(row: HistoryRow) -> tuple[float, int]:
+    """The ordering of epochs, greater is better: the guarded S-score, then the earlier
+    epoch (ties on S go to the earliest)."""
+    return (selection_score(row["val_s_score"], not row["excluded_reason"]), -row["epoch"])
+
+
+def ranked_epochs(history: Sequence[HistoryRow]) -> list[int]:
+    """The epochs of ``history``, best first by :func:`epoch_rank`."""
+    return [row["epoch"] for row in sorted(history, key=epoch_rank, reverse=True)]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The epoch picked by early stopping and why the others were not."""
+
+    epoch: int
+    s_score: float
+    excluded: dict[int, str]
+    fallback: bool  # every epoch was excluded: picked by plain max-S, flagged
+
+    def describe(self) -> str:
+        text = f"selected epoch {self.epoch} (validation S-score {self.s_score:.4f})"
+        if self.fallback:
+            text += "; every epoch was degenerate, so this is plain max-S (guard could not apply)"
+        elif self.excluded:
+            text += f"; excluded epochs {sorted(self.excluded)} as degenerate"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "s_score": self.s_score,
+            "fallback": self.fallback,
+            "excluded": {str(k): v for k, v in sorted(self.excluded.items())},
+        }
+
+
+def select_epoch(history: Sequence[HistoryRow]) -> Selection:
+    """The maximum of :func:`epoch_rank` over ``history``; if every epoch is excluded
+    this is plain max-S over all, flagged ``fallback``."""
+    if not history:
+        raise ValueError("cannot select an epoch from an empty history")
+    excluded = {row["epoch"]: row["excluded_reason"] for row in history if row["excluded_reason"]}
+    best = max(history, key=epoch_rank)
+    return Selection(
+        epoch=best["epoch"],
+        s_score=best["val_s_score"],
+        excluded=excluded,
+        fallback=len(excluded) == len(history),
+    )
