@@ -55,7 +55,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.tables import markdown_table
-from wsol.checkpoint import save_classifier
+from wsol.checkpoint import CLASSIFIER_CHECKPOINT, save_classifier
 from wsol.compute import Runtime, available_cpus, cpu_supports_bf16
 from wsol.config import RunConfig, load_config
 from wsol.data import make_dataset, read_training_splits
@@ -845,7 +845,7 @@ def measure_study(args: argparse.Namespace, scale: Scale, out_dir: Path, log: Lo
     )
     log("study: training f for 1 epoch (shared by both runs)")
     classifier, history = train_classifier(f_config, splits)
-    classifier_path = (work / "classifier.pt").resolve()
+    classifier_path = (work / CLASSIFIER_CHECKPOINT).resolve()
     save_classifier(classifier_path, classifier, f_config, splits.class_names, history)
     base["classifier"]["checkpoint"] = str(classifier_path)
     config = config_from_dict(base)

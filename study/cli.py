@@ -243,10 +243,12 @@ COMMANDS = {
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one message, exit status 2."""
     from study.errors import StudyError
+    from wsol.checkpoint import CheckpointError
     from wsol.data import DatasetError
     from wsol.models.backbones import WeightsUnavailableError
 
     return (
+        CheckpointError,
         ConfigError,
         FileExistsError,
         FileNotFoundError,

@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ from typing import Any
 from study import storage
 from study.errors import StudyError
 from study.manifest import STUDY_MANIFEST
+from study.spec import NAME_PATTERN
 from study.tables import csv_table, markdown_table
-from wsol.checkpoint import MASK_CHECKPOINT
+from wsol.checkpoint import CLASSIFIER_CHECKPOINT, MASK_CHECKPOINT
 
 Log = Callable[[str], None]
 METRIC_COLUMNS = (
@@ -93,7 +95,7 @@ def resolve_source(
         candidates.append(experiment_path(spec, spec.name))
     else:
         candidates.append(target if "://" in target else str(Path(target).resolve()))
-        if "/" not in target:
+        if "/" not in target and re.match(NAME_PATTERN, target):
             candidates.append(storage.join(_absolute(storage_root), target))
     for root in candidates:
         if storage.exists(storage.join(root, STUDY_MANIFEST)):
@@ -166,7 +168,7 @@ def _run_source(root: Path, out: Path | None) -> EvaluationSource:
     config = yaml.safe_load((root / "config.yaml").read_text())
     history = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     classifier = config["classifier"].get("checkpoint") or str(
-        root / "classifier" / "classifier.pt"
+        root / "classifier" / CLASSIFIER_CHECKPOINT
     )
     trial = TrialTarget(
         trial_id=root.name,

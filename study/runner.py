@@ -38,7 +38,7 @@ from study.errors import StudyError
 from study.manifest import TrialSummary, format_table, summarize, write_manifest
 from study.preflight import preflight
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
-from study.spec import DEFAULT_ROW, Study
+from study.spec import DEFAULT_ROW, Study, check_name
 from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
 from wsol.config import flatten_config
 
@@ -185,7 +185,7 @@ def run_study(
     from study.tracking import MlflowStudyCallback, tag_selected_checkpoints
     from study.version import code_version
 
-    name = name or study.name
+    name = check_name(name, "--name") if name is not None else study.name
     cwd = Path.cwd()
     if not ray.is_initialized():
         if address is None:

@@ -65,7 +65,20 @@ from wsol.config import (
     set_dotted,
 )
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# Names become folder names under storage: letters, digits, '_', '.', '-', not starting
+# with '.' (so never '.' or '..', nor a hidden folder), no path separators.
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is safe as one folder name (see NAME_PATTERN), else SpecError
+    naming ``what`` (e.g. ``--name``, ``name``, ``row label``)."""
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        raise SpecError(
+            f"{what} {name!r} is not a safe folder name: use letters, digits, '_', '.' and "
+            "'-', not starting with '.', and no '/'"
+        )
+    return name
 DEFAULT_ROW = "default"
 # The validation metrics the trainable reports that make sense for comparing trials.
 # val_gt_known_loc needs a validation split with ground-truth boxes (CUB-format data has
@@ -253,7 +266,7 @@ class MlflowConfig(_SpecModel):
 class StudySpec(_SpecModel):
     """The YAML schema of a study spec (see the module docstring)."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     rows: dict[str, dict[str, Any]] | None = None
@@ -272,6 +285,16 @@ class StudySpec(_SpecModel):
     keep_all_checkpoints: bool = Field(False, description="Keep every epoch's checkpoint.")
     storage: str = Field("studies", min_length=1)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.match(NAME_PATTERN, name):
+            raise ValueError(
+                f"{name!r} is not a safe folder name: use letters, digits, '_', '.' and '-', "
+                "not starting with '.', and no '/'"
+            )
+        return name
 
     @field_validator("rows", mode="before")
     @classmethod
@@ -293,7 +316,10 @@ class StudySpec(_SpecModel):
         for label in rows:
             # Labels become run names and folder names.
             if not re.match(NAME_PATTERN, str(label)):
-                raise ValueError(f"row label {label!r} must match {NAME_PATTERN}")
+                raise ValueError(
+                    f"row label {label!r} is not a safe folder name: use letters, digits, "
+                    "'_', '.' and '-', not starting with '.'"
+                )
         return rows
 
 

@@ -5,13 +5,20 @@ A g checkpoint holds what a resume needs, as torchvision's reference scripts do:
 model, the optimizer, the epoch, the config, and the loop's history and tracked maps so
 far. f's checkpoint holds the model, the config it was trained with, the class names and
 its per-epoch metrics.
+
+Checkpoints are data: every load is ``torch.load(weights_only=True)``, which rebuilds
+tensors and plain containers only and runs no code from the file, so a planted
+``classifier.pt`` in a shared store cannot execute anything. Tracked maps are stored as
+uint8 tensors for that reason.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,11 +26,36 @@ from wsol.config import RunConfig, upgrade_stored_config
 from wsol.methods import build_mask_generator, method_of
 from wsol.models import MaskGenerator, freeze
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: loadable with weights_only (tracked maps as tensors)
 #: The g checkpoint inside a study trial's checkpoint folder.
 MASK_CHECKPOINT = "mask.pt"
 #: f's checkpoint file, in a run folder or the study's content-addressed store.
 CLASSIFIER_CHECKPOINT = "classifier.pt"
+
+
+class CheckpointError(ValueError):
+    """A file is not a checkpoint of the expected kind, or cannot be loaded safely."""
+
+
+def _load(path: Path, kind: str, what: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded without running code from it; its ``kind`` must
+    be ``kind``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a {what} checkpoint that can be loaded safely (it holds more "
+            f"than tensors and plain data, is truncated, or was not written by wsol-study): "
+            f"{first}"
+        ) from None
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a {what} checkpoint (kind={found!r})")
+    return state
 
 
 def stored_config(state: dict[str, Any]) -> RunConfig:
@@ -64,12 +96,7 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     f is a :class:`~wsol.models.Classifier` or an :class:`~wsol.models.EmbeddingNet`, as
     the stored config's ``mask.method`` says.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("kind") != "classifier":
-        raise ValueError(f"{path} is not a classifier checkpoint (kind={state.get('kind')!r})")
+    state = _load(path, "classifier", "classifier")
     config = stored_config(state)
     classifier = method_of(config).build_f(
         config.classifier.model_copy(update={"pretrained": False, "weights_path": None}),
@@ -103,18 +130,27 @@ def save_mask_state(
             "epoch": epoch,
             "config": config.model_dump(mode="json"),
             "history": history,
-            "visuals": visuals,
+            "visuals": [_visual_to_tensors(visual) for visual in visuals],
         },
         temporary,
     )
     temporary.replace(path)
 
 
+def _visual_to_tensors(visual: dict[str, Any]) -> dict[str, Any]:
+    return {**visual, "maps": torch.from_numpy(np.ascontiguousarray(visual["maps"]))}
+
+
+def _visual_from_tensors(visual: dict[str, Any]) -> dict[str, Any]:
+    maps = visual["maps"]
+    return {**visual, "maps": maps.numpy() if isinstance(maps, torch.Tensor) else maps}
+
+
 def load_mask_state(path: Path) -> dict[str, Any]:
-    """Read a g checkpoint written by :func:`save_mask_state` (on CPU)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
-    if state.get("kind") != "mask_generator":
-        raise ValueError(f"{path} is not a mask-generator checkpoint (kind={state.get('kind')!r})")
+    """Read a g checkpoint written by :func:`save_mask_state` (on CPU; tracked maps as
+    NumPy arrays again)."""
+    state = _load(path, "mask_generator", "mask-generator")
+    state["visuals"] = [_visual_from_tensors(visual) for visual in state.get("visuals", [])]
     return state
 
 
