@@ -255,6 +255,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         DatasetError,
         WeightsUnavailableError,
         StudyError,
+        # Training's own refusals (a loss that diverged names its epoch): a message, not a
+        # traceback. ConfigError and DatasetError are ValueErrors too.
+        FloatingPointError,
+        ValueError,
     )
 
 

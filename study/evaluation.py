@@ -119,8 +119,25 @@ def _default_out(root: str, name: str) -> Path:
     return Path(root) / "evaluation"
 
 
+def read_manifest(location: str) -> dict[str, Any]:
+    """The study manifest at ``location``; StudyError naming it when it is unreadable,
+    truncated or not a manifest (rerun ``wsol study SPEC --resume`` to write it again)."""
+    fix = "rerun `wsol study SPEC --resume` to write it again"
+    try:
+        manifest = json.loads(storage.read_text(location))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise StudyError(f"study manifest {location} cannot be read ({error}); {fix}") from None
+    required = ("study", "trials", "rows", "search_keys")
+    if not isinstance(manifest, dict) or any(key not in manifest for key in required):
+        raise StudyError(
+            f"study manifest {location} is not a study manifest (needs {', '.join(required)}); "
+            f"{fix}"
+        )
+    return manifest
+
+
 def _study_source(root: str, out: Path | None) -> EvaluationSource:
-    manifest = json.loads(storage.read_text(storage.join(root, STUDY_MANIFEST)))
+    manifest = read_manifest(storage.join(root, STUDY_MANIFEST))
     trials = []
     skipped = []
     for trial in manifest["trials"]:

@@ -211,11 +211,28 @@ def _check_fits(nodes: list[dict[str, Any]], field: str, what: str, resources: R
     )
 
 
-def preflight(study: Study, cwd: Path, check_cluster: bool = True) -> None:
+def check_study_folder(study: Study, name: str, resume: bool) -> bool:
+    """Whether ``<storage>/<name>`` holds a study to resume; a study that exists without
+    ``resume`` is an error (checked before anything trains)."""
+    from ray import tune
+
+    from study import storage
+
+    path = storage.join(study.storage_path(), name)
+    exists = tune.Tuner.can_restore(path) or storage.exists(storage.join(path, "study.json"))
+    if exists and not resume:
+        raise StudyError(
+            f"study {name!r} already exists at {path}; pass --resume to finish it, "
+            "or --name to start another"
+        )
+    return exists
+
+
+def check_inputs(study: Study, cwd: Path) -> None:
+    """What needs no cluster: the datasets and the MLflow tracking URI (run before Ray
+    starts, so a typo costs seconds, not a Ray start-up)."""
     check_datasets(study, cwd)
     try:
         check_tracking_uri(study.tracking_uri())
     except TrackingUnavailableError as error:
         raise StudyError(f"pre-flight: {error}") from None
-    if check_cluster:
-        check_resources(study)

@@ -34,9 +34,8 @@ from ray import tune
 
 from study import storage
 from study.classifiers import train_classifiers
-from study.errors import StudyError
 from study.manifest import TrialSummary, format_table, summarize, write_manifest
-from study.preflight import preflight
+from study.preflight import check_inputs, check_resources, check_study_folder
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
 from study.spec import DEFAULT_ROW, Study, check_name
 from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
@@ -101,16 +100,10 @@ def build_tuner(
         {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
     )
     path = experiment_path(study, name)
-    restorable = tune.Tuner.can_restore(path)
-    if resume and restorable:
+    if resume and tune.Tuner.can_restore(path):
         log(f"resuming study from {path}")
         return tune.Tuner.restore(
             path, trainable, resume_unfinished=True, resume_errored=True, param_space=None
-        )
-    if restorable:
-        raise StudyError(
-            f"study {name!r} already exists at {path}; pass --resume to finish it, "
-            "or --name to start another"
         )
     if resume:
         log(f"nothing to resume at {path}; starting the study")
@@ -187,14 +180,17 @@ def run_study(
 
     name = check_name(name, "--name") if name is not None else study.name
     cwd = Path.cwd()
+    check_study_folder(study, name, resume)
+    check_inputs(study, cwd)
+    log(f"pre-flight passed: data readable, MLflow at {study.tracking_uri()}")
     if not ray.is_initialized():
         if address is None:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     log(f"study {name}: Ray {ray.__version__} with {ray.cluster_resources()}")
-    preflight(study, cwd, check_cluster=check_cluster)
-    log(f"pre-flight passed: data readable, MLflow at {study.tracking_uri()}")
+    if check_cluster:
+        check_resources(study)
 
     locations = train_classifiers(study, cwd, log)
     context = TrialContext(study=study, cwd=str(cwd), classifier_locations=locations)

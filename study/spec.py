@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -62,6 +61,7 @@ from wsol.config import (
     RunConfig,
     config_from_dict,
     flatten_config,
+    read_yaml_mapping,
     set_dotted,
 )
 
@@ -79,6 +79,8 @@ def check_name(name: str, what: str) -> str:
             "'-', not starting with '.', and no '/'"
         )
     return name
+
+
 DEFAULT_ROW = "default"
 # The validation metrics the trainable reports that make sense for comparing trials.
 # val_gt_known_loc needs a validation split with ground-truth boxes (CUB-format data has
@@ -565,11 +567,7 @@ def load_spec(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"study spec not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"study spec {path} is not valid YAML: {error}") from None
-    return spec_from_dict(raw, source=path)
+    return spec_from_dict(read_yaml_mapping(path, "study spec", SpecError), source=path)
 
 
 def spec_from_dict(raw: Any, source: str | Path = "<dict>") -> Study:
@@ -730,6 +728,23 @@ def _check(spec: StudySpec) -> tuple[list[str], dict[str, Dimension]]:
         typed, value_problems = _typed_dimension(key, dimension, row_raws or {"base": spec.base})
         problems.extend(value_problems)
         typed_space[key] = typed
+
+    metric = spec.trial_selection.metric
+    if row_raws:
+        from wsol.methods import method_of
+
+        reported = {
+            label: method_of(config_from_dict(raw)).validation_metrics()
+            for label, raw in row_raws.items()
+        }
+        missing = [label for label, names in reported.items() if metric not in names]
+        if missing:
+            known = sorted(set().union(*reported.values()))
+            problems.append(
+                f"trial_selection.metric: {metric!r} is not reported by the trials of "
+                f"{'row' if len(missing) == 1 else 'rows'} {', '.join(missing)}; "
+                f"each epoch reports {', '.join(known)}"
+            )
 
     if algorithm == "optuna":
         if spec.rows and len(spec.rows) > 1:

@@ -76,6 +76,8 @@ def test_each_report_carries_the_selection_so_far_and_says_when_it_is_the_new_be
             tuple(report.metrics)[: len(VALIDATION_METRICS[method])] == (VALIDATION_METRICS[method])
         )
         assert 0.0 <= report.metrics["val_s_score"] <= 1.0
+        reported = tuple(name for name in report.metrics if name.startswith("val_"))
+        assert reported == METHODS[method].validation_metrics()
         assert report.visual_maps.shape[0] == 2 and len(report.visual_boxes) == 2
         so_far = list(report.history)
         assert [row["epoch"] for row in so_far] == list(range(1, index + 2))

@@ -325,6 +325,28 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(_format_validation_error(error, source)) from None
 
 
+def read_yaml_mapping(path: Path, what: str, error: type[ConfigError]) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (empty file: ``{}``); ``error`` naming the file
+    when it is not UTF-8, not YAML, or not a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as problem:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte {problem.start}: "
+            f"{problem.object[problem.start : problem.start + 1]!r}); save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as problem:
+        raise error(f"{what} {path} is not valid YAML: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise error(
+            f"{what} {path} must be a mapping of fields (e.g. `mask: {{lam: 0.5}}`), "
+            f"got a {type(raw).__name__}"
+        )
+    return raw
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file, apply dotted ``key=value`` overrides, validate.
 
@@ -334,10 +356,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    raw = read_yaml_mapping(path, "config file", ConfigError)
     raw = apply_overrides(raw, overrides or [], source=str(path))
     return config_from_dict(raw, source=str(path))
 

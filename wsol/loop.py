@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from wsol.checkpoint import save_classifier, save_mask_state
 from wsol.compute import Runtime, make_optimizer, resolve_device, runtime_for, seed_everything
-from wsol.config import RunConfig
-from wsol.data import TrainingSplits, WsolDataset, make_dataset
+from wsol.config import ConfigError, RunConfig
+from wsol.data import DatasetError, TrainingSplits, WsolDataset, make_dataset
 from wsol.data.transforms import normalize
 from wsol.loaders import make_eval_loader
 from wsol.localize import Box
@@ -137,10 +137,12 @@ def train_classifier(
             loss_sum += loss.double() * count
             seen += count
         train_loss = loss_sum.item() / max(seen, 1)
-        if not math.isfinite(train_loss):
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in classifier.parameters())
+        if not (math.isfinite(train_loss) and finite_weights):
+            what = f"training loss became {train_loss}" if finite_weights else "weights overflowed"
             raise FloatingPointError(
-                f"f's training loss became {train_loss} in epoch {epoch} (classifier.lr="
-                f"{cfg.lr:g}); nothing was saved"
+                f"f diverged in epoch {epoch}: its {what} (classifier.lr={cfg.lr:g}, "
+                f"classifier.optimizer={cfg.optimizer}); nothing was saved"
             )
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -213,7 +215,7 @@ def validate_mask_generator(
                 visual_boxes.append(summary.box)
     mask_generator.train(was_training)
     if evaluator.count == 0:
-        raise ValueError("the validation split is empty; raise data.val_fraction")
+        raise DatasetError("the validation split is empty; raise data.val_fraction")
     scores = evaluator.compute()
     metrics = {
         "val_s_score": scores["s_score"],
@@ -231,7 +233,7 @@ def _check_network(network: nn.Module, method: Method) -> None:
     """Refuse g training against the wrong kind of f (a classifier.checkpoint of the other
     method), naming the field."""
     if not isinstance(network, method.f_type):
-        raise ValueError(
+        raise ConfigError(
             f"mask.method={method.number} ({method.label}) trains g against a "
             f"{method.f_type.__name__} f, got a {type(network).__name__}; check "
             "classifier.checkpoint or mask.method"

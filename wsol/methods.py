@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsol.compute import Runtime
-from wsol.config import ClassifierConfig, MaskConfig, RunConfig
+from wsol.config import ClassifierConfig, ConfigError, MaskConfig, RunConfig
 from wsol.data import TrainingSplits, WsolDataset, make_dataset
 from wsol.data.transforms import normalize
 from wsol.loaders import make_eval_loader, make_loader, make_triplet_loader
@@ -365,9 +365,18 @@ def _backbone(config: ClassifierConfig) -> dict[str, Any]:
 class _Method:
     """What both methods hold: the run's config and, for the loops, its splits."""
 
+    g_terms: ClassVar[tuple[str, ...]]
+
     def __init__(self, config: RunConfig, splits: TrainingSplits | None = None) -> None:
         self.config = config
         self.splits = splits
+
+    @classmethod
+    def validation_metrics(cls) -> tuple[str, ...]:
+        """Every metric g's validation pass reports, in order (``val_outer`` needs
+        validation triplets, ``val_gt_known_loc`` validation boxes)."""
+        terms = tuple(f"val_{term}" for term in cls.g_terms)
+        return ("val_s_score", *terms, "val_mask_mean", "val_box_fraction", "val_gt_known_loc")
 
 
 class MethodI(_Method):
@@ -409,7 +418,7 @@ class MethodI(_Method):
     def check_g_loss(self) -> None:
         cfg = self.config.mask
         if not (cfg.ce or cfg.reg):
-            raise ValueError("mask.ce and mask.reg are both false: Eq. 1 has nothing to minimise")
+            raise ConfigError("mask.ce and mask.reg are both false: Eq. 1 has nothing to minimise")
 
     def g_batches(self, train_set: WsolDataset, epoch: int, device: torch.device) -> Iterable:
         return make_loader(
@@ -528,7 +537,7 @@ class MethodII(_Method):
     def check_g_loss(self) -> None:
         cfg = self.config.mask
         if not (cfg.inner or cfg.outer or cfg.reg):
-            raise ValueError(
+            raise ConfigError(
                 "mask.inner, mask.outer and mask.reg are all false: Method II's loss has "
                 "nothing to minimise"
             )
