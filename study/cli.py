@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the validation S-score (needs keep_all_checkpoints: true); never "
                 "used for selection",
             )
+            sub.add_argument(
+                "--allow-incomplete",
+                action="store_true",
+                help="also score trials that did not finish (an interrupted study): what "
+                "they selected so far, labelled INCOMPLETE or ERROR in every output",
+            )
             sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
             sub.add_argument("--no-progress", action="store_true", help="no progress bars")
     data_cli.add_parser(commands)
@@ -195,17 +201,32 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from study.runner import run_study
+    """Exit status: 0 when every trial finished, 128 + the signal's number when SIGINT
+    (130) or SIGTERM (143) stopped the study, 1 when a trial failed or did not finish."""
+    import os
+    import signal
+
+    if args.address is None:
+        # A local Ray listens on the loopback interface only (this must be set before Ray
+        # is imported: Ray reads it at import to pick the node address it binds to).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from study.runner import StudyInterrupted, run_study
     from study.spec import load_spec
 
-    outcome = run_study(
-        load_spec(args.spec),
-        address=args.address,
-        resume=args.resume,
-        name=args.name,
-        check_cluster=not args.skip_resource_check,
-    )
-    return 1 if any(s.status == "ERROR" for s in outcome.summaries) else 0
+    try:
+        outcome = run_study(
+            load_spec(args.spec),
+            address=args.address,
+            resume=args.resume,
+            name=args.name,
+            check_cluster=not args.skip_resource_check,
+        )
+    except StudyInterrupted as interrupted:
+        print(f"wsol study: {interrupted}", file=sys.stderr)
+        return 128 + int(getattr(signal, interrupted.signal_name))
+    if outcome.interrupted_by:
+        return 128 + int(getattr(signal, outcome.interrupted_by))
+    return 0 if all(s.status == "COMPLETE" for s in outcome.summaries) else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -217,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out=args.out,
         force=args.force,
         epoch_curve=args.epoch_curve,
+        allow_incomplete=args.allow_incomplete,
         device=args.device,
         progress=not args.no_progress,
     )

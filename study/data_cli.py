@@ -57,6 +57,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--decode", action="store_true", help="also decode every image and mask in full (slow)"
     )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="classes listed without any image are errors, not warnings",
+    )
     check.add_argument("--per-class", action="store_true", help="print every class's counts")
     check.add_argument("--workers", type=int, default=8, help="file-reading threads (default 8)")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,6 +77,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         args.splits,
         require_masks=args.require_masks,
         decode=args.decode,
+        strict=args.strict,
         workers=args.workers,
         progress=not args.no_progress and sys.stderr.isatty(),
     )

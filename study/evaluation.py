@@ -32,10 +32,11 @@ from typing import Any
 
 from study import storage
 from study.errors import StudyError
-from study.manifest import STUDY_MANIFEST
+from study.manifest import EVALUABLE, STUDY_MANIFEST
 from study.spec import NAME_PATTERN
 from study.tables import csv_table, markdown_table
 from wsol.checkpoint import CLASSIFIER_CHECKPOINT, MASK_CHECKPOINT
+from wsol.files import write_json_atomically, write_text_atomically
 
 Log = Callable[[str], None]
 METRIC_COLUMNS = (
@@ -60,6 +61,7 @@ class TrialTarget:
     classifier: str  # f's classifier.pt location
     history: list[dict[str, Any]]  # the g loop's rows (wsol.selection's schema)
     checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> mask.pt location
+    status: str = "COMPLETE"  # the manifest's; anything else is scored only when allowed
 
 
 @dataclass
@@ -82,7 +84,10 @@ class EvaluationSource:
 
 
 def resolve_source(
-    target: str, storage_root: str = "studies", out: Path | None = None
+    target: str,
+    storage_root: str = "studies",
+    out: Path | None = None,
+    allow_incomplete: bool = False,
 ) -> EvaluationSource:
     """A study folder or URI, a spec YAML, a study name under ``storage_root``, or a
     single-run folder -> :class:`EvaluationSource`."""
@@ -99,7 +104,7 @@ def resolve_source(
             candidates.append(storage.join(_absolute(storage_root), target))
     for root in candidates:
         if storage.exists(storage.join(root, STUDY_MANIFEST)):
-            return _study_source(root, out)
+            return _study_source(root, out, allow_incomplete)
         if "://" not in root and (Path(root) / "selection.json").is_file():
             return _run_source(Path(root), out)
     raise StudyError(
@@ -136,13 +141,22 @@ def read_manifest(location: str) -> dict[str, Any]:
     return manifest
 
 
-def _study_source(root: str, out: Path | None) -> EvaluationSource:
+def _study_source(root: str, out: Path | None, allow_incomplete: bool) -> EvaluationSource:
     manifest = read_manifest(storage.join(root, STUDY_MANIFEST))
     trials = []
-    skipped = []
+    refused = []
     for trial in manifest["trials"]:
-        if trial["status"] != "TERMINATED" or not trial.get("selected_checkpoint"):
-            skipped.append(f"{trial['trial_id']} ({trial['status']})")
+        status = trial["status"]
+        if status == "TERMINATED":  # written before statuses said whether epochs are missing
+            raise StudyError(
+                f"study {manifest['study']}: its manifest predates trial completeness "
+                "(status TERMINATED); rewrite it with `wsol study SPEC --resume`"
+            )
+        if not trial.get("selected_checkpoint"):
+            refused.append(f"{trial['trial_id']} ({status}, no selected checkpoint)")
+            continue
+        if status not in EVALUABLE and not allow_incomplete:
+            refused.append(f"{trial['trial_id']} ({status}, {trial['epochs']} epochs ran)")
             continue
         trials.append(
             TrialTarget(
@@ -157,12 +171,14 @@ def _study_source(root: str, out: Path | None) -> EvaluationSource:
                     int(epoch): storage.join(path, MASK_CHECKPOINT)
                     for epoch, path in trial.get("checkpoints", {}).items()
                 },
+                status=status,
             )
         )
-    if skipped:
+    if refused and not (allow_incomplete and trials):
         raise StudyError(
-            f"study {manifest['study']} has unfinished or failed trials: {', '.join(skipped)}; "
-            "finish it with `wsol study SPEC --resume` before the final evaluation"
+            f"study {manifest['study']} has trials that did not finish: {', '.join(refused)}; "
+            "finish it with `wsol study SPEC --resume`, or pass --allow-incomplete to score "
+            "what they selected so far (labelled incomplete in every output)"
         )
     return EvaluationSource(
         kind="study",
@@ -240,7 +256,14 @@ class Scored:
     metrics: dict[str, float]
     evaluated_at: str
     figures: dict[str, str] = field(default_factory=dict)
+    status: str = "COMPLETE"  # the trial's; CAM: its f's
+    scored_from: dict[str, Any] = field(default_factory=dict)  # what was scored (cache key)
     cached: bool = False
+
+    @property
+    def label(self) -> str:
+        """The method, marked when the trial did not finish."""
+        return self.method if self.status in EVALUABLE else f"{self.method} ({self.status})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -251,11 +274,42 @@ class Scored:
             "metrics": self.metrics,
             "evaluated_at": self.evaluated_at,
             "figures": self.figures,
+            "status": self.status,
+            "scored_from": self.scored_from,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Scored:
         return cls(**raw, cached=True)
+
+
+def file_identity(location: str) -> dict[str, Any]:
+    """What identifies a checkpoint file without reading it: location, size, mtime."""
+    filesystem, path = storage.open_storage(location)
+    info = filesystem.get_file_info(path)
+    return {"location": location, "size": info.size, "mtime_ns": info.mtime_ns}
+
+
+def scoring_key(trial: TrialTarget) -> dict[str, Any]:
+    """What a trial's test score depends on: the selected epoch, its checkpoint, its f
+    and the code that scored it. A cached score with another key is scored again."""
+    from study.version import code_version
+
+    return {
+        "trial_id": trial.trial_id,
+        "selected_epoch": trial.selected_epoch,
+        "checkpoint": file_identity(trial.mask_file),
+        "classifier": file_identity(trial.classifier),
+        "code_version": code_version(),
+    }
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A cached score, None when there is none or it cannot be read (it is then redone)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _now() -> str:
@@ -286,7 +340,9 @@ def _figures(out_dir: Path, key: str, title: str, evaluation: Any) -> dict[str, 
     return figures
 
 
-def _score_trial(trial: TrialTarget, device: Any, out_dir: Path, progress: bool) -> Scored:
+def _score_trial(
+    trial: TrialTarget, key: dict[str, Any], device: Any, out_dir: Path, progress: bool
+) -> Scored:
     from wsol.checkpoint import load_classifier, load_mask_generator_state
     from wsol.data import read_test_split
     from wsol.evaluate import evaluate_maps, mask_generator_maps
@@ -310,6 +366,8 @@ def _score_trial(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
         metrics=evaluation.metrics,
         evaluated_at=_now(),
         figures=_figures(out_dir, trial.trial_id, title, evaluation),
+        status=trial.status,
+        scored_from=key,
     )
 
 
@@ -319,7 +377,14 @@ def _config_of(state: dict[str, Any]):
     return stored_config(state)
 
 
-def _score_cam(classifier_location: str, config: Any, device: Any, out_dir: Path, progress: bool):
+def _score_cam(
+    classifier_location: str,
+    config: Any,
+    key: dict[str, Any],
+    device: Any,
+    out_dir: Path,
+    progress: bool,
+) -> Scored:
     from wsol.checkpoint import load_classifier
     from wsol.data import read_test_split
     from wsol.evaluate import cam_maps, evaluate_maps
@@ -334,15 +399,16 @@ def _score_cam(classifier_location: str, config: Any, device: Any, out_dir: Path
         device,
         progress=progress,
     )
-    key = cam_key(classifier_location)
+    cam = cam_key(classifier_location)
     return Scored(
-        key=key,
+        key=cam,
         method="CAM",
         params={"classifier": classifier_location},
         selected_epoch=None,
         metrics=evaluation.metrics,
         evaluated_at=_now(),
-        figures=_figures(out_dir, key, "CAM", evaluation),
+        figures=_figures(out_dir, cam, "CAM", evaluation),
+        scored_from=key,
     )
 
 
@@ -444,6 +510,7 @@ def _log_to_mlflow(source: EvaluationSource, scored: list[Scored], log: Log) -> 
         client.log_batch(run.info.run_id, metrics=metrics)
         client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
         client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
+        client.set_tag(run.info.run_id, f"{prefix}trial_status", item.status)
         for path in item.figures.values():
             client.log_artifact(run.info.run_id, path, artifact_path="test")
 
@@ -458,14 +525,15 @@ def _format(value: Any) -> str:
 
 
 def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]:
-    """Header and one row per scored trial (and CAM baseline)."""
+    """Header and one row per scored trial (and CAM baseline); a trial that did not
+    finish is labelled in its method cell."""
     header = ["trial", "method", *source.search_keys, "epoch", *(t for _, t in METRIC_COLUMNS)]
     rows = [header]
     for item in scored:
         rows.append(
             [
                 item.key,
-                item.method,
+                item.label,
                 *(str(item.params.get(key, "-")) for key in source.search_keys),
                 str(item.selected_epoch or "-"),
                 *(_format(item.metrics.get(name)) for name, _ in METRIC_COLUMNS),
@@ -483,7 +551,9 @@ def row_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str]]
         group = [item for item in scored if item.method == method]
         if not group:
             continue
-        cells = [method, str(len(group))]
+        unfinished = sum(item.status not in EVALUABLE for item in group)
+        label = method if not unfinished else f"{method} ({unfinished} of {len(group)} unfinished)"
+        cells = [label, str(len(group))]
         for name, _ in METRIC_COLUMNS:
             values = [item.metrics[name] for item in group if name in item.metrics]
             if not values:
@@ -524,6 +594,7 @@ def evaluate(
     out: Path | None = None,
     force: bool = False,
     epoch_curve: bool = False,
+    allow_incomplete: bool = False,
     device: str = "auto",
     progress: bool = True,
     log: Log = print,
@@ -532,7 +603,7 @@ def evaluate(
     split; write tables, figures and MLflow ``test.*`` metrics. See the module docstring."""
     from wsol.compute import resolve_device
 
-    source = resolve_source(target, storage_root, out)
+    source = resolve_source(target, storage_root, out, allow_incomplete)
     if epoch_curve and not source.keep_all_checkpoints:
         raise StudyError(
             f"--epoch-curve needs every epoch's checkpoint; study {source.name} kept only the "
@@ -547,25 +618,44 @@ def evaluate(
     )
     scored: list[Scored] = []
     fresh: list[Scored] = []
+    total = len(source.trials)
     for index, trial in enumerate(source.trials, start=1):
+        # Every time, cached or not: the manifest's epoch is what its history selects.
+        verify_selection(trial, trial.selected_epoch)
         cache = out_dir / "trials" / f"{trial.trial_id}.json"
-        if cache.is_file() and not force:
-            scored.append(Scored.from_json(json.loads(cache.read_text())))
-            log(f"[{index}/{len(source.trials)}] {trial.trial_id}: already scored ({cache})")
+        key = scoring_key(trial)
+        cached = None if force else _read_cache(cache)
+        label = trial.row if trial.status in EVALUABLE else f"{trial.row}, {trial.status}"
+        if cached is not None and cached.get("scored_from") == key:
+            scored.append(Scored.from_json(cached))
+            log(
+                f"[{index}/{total}] {trial.trial_id} ({label}, epoch {trial.selected_epoch}): "
+                f"already scored ({cache})"
+            )
             continue
+        if cached is not None:
+            before = cached.get("selected_epoch")
+            log(
+                f"[{index}/{total}] {trial.trial_id}: its selection, checkpoint, f or the code "
+                f"changed since it was scored (epoch {before} -> {trial.selected_epoch}); "
+                "scoring again"
+            )
         log(
-            f"[{index}/{len(source.trials)}] {trial.trial_id} ({trial.row}, epoch "
-            f"{trial.selected_epoch}): scoring on the test split"
+            f"[{index}/{total}] {trial.trial_id} ({label}, epoch {trial.selected_epoch}): "
+            "scoring on the test split"
         )
-        item = _score_trial(trial, torch_device, out_dir, progress)
-        cache.write_text(json.dumps(item.to_json(), indent=2) + "\n")
+        item = _score_trial(trial, key, torch_device, out_dir, progress)
+        write_json_atomically(cache, item.to_json())
         scored.append(item)
         fresh.append(item)
     for location in dict.fromkeys(trial.classifier for trial in source.trials):
-        key = cam_key(location)
-        cache = out_dir / "trials" / f"{key}.json"
-        if cache.is_file() and not force:
-            scored.insert(0, Scored.from_json(json.loads(cache.read_text())))
+        from study.version import code_version
+
+        cache = out_dir / "trials" / f"{cam_key(location)}.json"
+        key = {"classifier": file_identity(location), "code_version": code_version()}
+        cached = None if force else _read_cache(cache)
+        if cached is not None and cached.get("scored_from") == key:
+            scored.insert(0, Scored.from_json(cached))
             continue
         trial = next(t for t in source.trials if t.classifier == location)
         with storage.local_copy(trial.mask_file) as local:
@@ -576,8 +666,8 @@ def evaluate(
             log(f"no CAM baseline for {location}: Method II's f has no class FC layer")
             continue
         log(f"CAM baseline of {location}: scoring on the test split")
-        item = _score_cam(location, config, torch_device, out_dir, progress)
-        cache.write_text(json.dumps(item.to_json(), indent=2) + "\n")
+        item = _score_cam(location, config, key, torch_device, out_dir, progress)
+        write_json_atomically(cache, item.to_json())
         scored.insert(0, item)
         fresh.append(item)
     if fresh:
@@ -586,19 +676,25 @@ def evaluate(
     if epoch_curve:
         for trial in source.trials:
             cache = out_dir / "diagnostics" / f"epoch_curve_{trial.trial_id}.json"
-            if cache.is_file() and not force:
-                diagnostics.append(json.loads(cache.read_text()))
+            key = {
+                **scoring_key(trial),
+                "epochs": {str(e): file_identity(f) for e, f in trial.checkpoints.items()},
+            }
+            cached = None if force else _read_cache(cache)
+            if cached is not None and cached.get("scored_from") == key:
+                diagnostics.append(cached)
                 continue
             log(f"{DIAGNOSTIC}: every epoch of {trial.trial_id} on the test split")
-            result = _epoch_curve(trial, torch_device, out_dir, progress)
-            cache.write_text(json.dumps(result, indent=2) + "\n")
+            result = {**_epoch_curve(trial, torch_device, out_dir, progress), "scored_from": key}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(cache, result)
             diagnostics.append(result)
     trials_rows = trial_table(source, scored)
     rows_rows = row_table(source, scored)
-    (out_dir / "results_trials.md").write_text(markdown(trials_rows))
-    (out_dir / "results_trials.csv").write_text(_csv(trials_rows))
-    (out_dir / "results_rows.md").write_text(markdown(rows_rows))
-    (out_dir / "results_rows.csv").write_text(_csv(rows_rows))
+    write_text_atomically(out_dir / "results_trials.md", markdown(trials_rows))
+    write_text_atomically(out_dir / "results_trials.csv", _csv(trials_rows))
+    write_text_atomically(out_dir / "results_rows.md", markdown(rows_rows))
+    write_text_atomically(out_dir / "results_rows.csv", _csv(rows_rows))
     outcome = EvaluationOutcome(
         source, scored, markdown(rows_rows), markdown(trials_rows), diagnostics
     )

@@ -23,6 +23,11 @@ from study.tables import markdown_table
 from study.trainable import read_checkpoint_selection, trial_params
 
 STUDY_MANIFEST = "study.json"
+#: A trial's status in the manifest. COMPLETE: every planned epoch ran; INCOMPLETE: fewer
+#: (the study was interrupted: ``wsol study SPEC --resume`` finishes it); ERROR: it failed.
+COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
+#: What ``wsol evaluate`` scores without ``--allow-incomplete``.
+EVALUABLE = frozenset({COMPLETE})
 
 
 @dataclass
@@ -35,6 +40,7 @@ class TrialSummary:
     params: dict[str, Any]
     status: str
     epochs: int
+    epochs_planned: int
     selected_epoch: int | None
     selected_s_score: float | None
     objective: float | None
@@ -63,12 +69,16 @@ def summarize_trial(
         for checkpoint, metrics in existing_checkpoints(result)
     }
     selected_epoch = selection["epoch"] if selection else None
+    planned = trial.run_config.mask.epochs
+    complete = len(history) >= planned
+    status = ERROR if result.error else (COMPLETE if complete else INCOMPLETE)
     return TrialSummary(
         trial_id=(result.metrics or {}).get("trial_id", Path(result.path).name),
         row=row,
         params=params,
-        status="ERROR" if result.error else "TERMINATED",
+        status=status,
         epochs=len(history),
+        epochs_planned=planned,
         selected_epoch=selected_epoch,
         selected_s_score=selection["s_score"] if selection else None,
         objective=(study.trial_selection.objective(history, selected_epoch) if selection else None),
@@ -95,12 +105,17 @@ def manifest_location(study: Study, name: str) -> str:
     return storage.join(study.storage_path(), name, STUDY_MANIFEST)
 
 
-def write_manifest(study: Study, name: str, summaries: list[TrialSummary]) -> str:
+def write_manifest(
+    study: Study, name: str, summaries: list[TrialSummary], interrupted_by: str | None = None
+) -> str:
+    """Write ``study.json`` (atomically); ``interrupted_by``: the signal that stopped the
+    study early (``SIGINT``, ``SIGTERM``), None when it ran to its end."""
     location = manifest_location(study, name)
     storage.write_json(
         location,
         {
             "study": name,
+            "interrupted_by": interrupted_by,
             "spec": str(study.source),
             "storage": study.storage_path(),
             "tracking_uri": study.tracking_uri(),
@@ -131,7 +146,7 @@ def format_table(study: Study, summaries: list[TrialSummary]) -> str:
             s.trial_id,
             s.row,
             *(number(s.params.get(key)) for key in keys),
-            s.status,
+            describe_status(s),
             number(s.selected_epoch),
             number(s.selected_s_score),
             _excluded_note(s),
@@ -148,3 +163,10 @@ def _excluded_note(summary: TrialSummary) -> str:
     if summary.epochs and count == summary.epochs:
         return f"{count}/{summary.epochs} (all: plain max-S)"
     return f"{count}/{summary.epochs}"
+
+
+def describe_status(summary: TrialSummary) -> str:
+    """The status cell: COMPLETE, ERROR, or INCOMPLETE with the epochs that ran."""
+    if summary.status == INCOMPLETE:
+        return f"INCOMPLETE ({summary.epochs}/{summary.epochs_planned} epochs)"
+    return summary.status

@@ -7,6 +7,7 @@ stage) fits some node of the running cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import urllib.error
@@ -211,21 +212,70 @@ def _check_fits(nodes: list[dict[str, Any]], field: str, what: str, resources: R
     )
 
 
-def check_study_folder(study: Study, name: str, resume: bool) -> bool:
-    """Whether ``<storage>/<name>`` holds a study to resume; a study that exists without
-    ``resume`` is an error (checked before anything trains)."""
+#: Beside a study's trials: the spec it was started with, validated, and the working
+#: directory its relative paths resolve against. ``--resume`` runs exactly this.
+STUDY_SPEC = "spec.json"
+
+
+def _spec_record(study: Study, cwd: Path) -> dict[str, Any]:
+    return {
+        "spec": study.model_dump(mode="json", exclude={"source"}),
+        "source": str(study.source),
+        "cwd": str(cwd),
+    }
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): node}
+
+
+def check_study_folder(study: Study, name: str, resume: bool, cwd: Path) -> Path:
+    """Before anything trains: a study that exists is refused without ``resume``; with
+    it, the spec must be the one stored when the study started (each differing field is
+    named), and the stored working directory is returned (relative paths resolve against
+    it, as when the study started). A new study stores its spec and ``cwd``."""
     from ray import tune
 
     from study import storage
 
     path = storage.join(study.storage_path(), name)
-    exists = tune.Tuner.can_restore(path) or storage.exists(storage.join(path, "study.json"))
+    record_location = storage.join(path, STUDY_SPEC)
+    exists = (
+        tune.Tuner.can_restore(path)
+        or storage.exists(storage.join(path, "study.json"))
+        or storage.exists(record_location)
+    )
     if exists and not resume:
         raise StudyError(
             f"study {name!r} already exists at {path}; pass --resume to finish it, "
             "or --name to start another"
         )
-    return exists
+    if not storage.exists(record_location):
+        storage.write_json(record_location, _spec_record(study, cwd))
+        return cwd
+    try:
+        stored = json.loads(storage.read_text(record_location))
+        stored_spec = Study.model_validate({**stored["spec"], "source": stored["source"]})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StudyError(f"{record_location} cannot be read ({error})") from None
+    before = _flat(stored_spec.model_dump(mode="json", exclude={"source"}))
+    after = _flat(study.model_dump(mode="json", exclude={"source"}))
+    changed = sorted(
+        key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
+    )
+    if changed:
+        lines = "\n".join(f"  {key}: {before.get(key)!r} -> {after.get(key)!r}" for key in changed)
+        raise StudyError(
+            f"--resume finishes study {name!r} with the spec it started with "
+            f"({stored['source']}, stored in {record_location}), but {study.source} differs:\n"
+            f"{lines}\nUndo the edit to resume, or start a new study with --name"
+        )
+    return Path(stored["cwd"])
 
 
 def check_inputs(study: Study, cwd: Path) -> None:

@@ -22,7 +22,9 @@ The test split is structurally out of reach: trials get their data from
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,15 @@ from ray import tune
 
 from study import storage
 from study.classifiers import train_classifiers
-from study.manifest import TrialSummary, format_table, summarize, write_manifest
+from study.errors import StudyError
+from study.manifest import (
+    COMPLETE,
+    ERROR,
+    TrialSummary,
+    format_table,
+    summarize,
+    write_manifest,
+)
 from study.preflight import check_inputs, check_resources, check_study_folder
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
 from study.spec import DEFAULT_ROW, Study, check_name
@@ -135,6 +145,72 @@ class StudyOutcome:
     summaries: list[TrialSummary]
     manifest: str
     table: str
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM" when stopped early
+
+
+class StudyInterrupted(StudyError):
+    """A signal stopped the study before its trials started; nothing is lost."""
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (a preempted node, ``ray job stop``) stop a study the
+    same way: the first asks Ray Tune to end the run, which saves its state (Tune's own
+    graceful stop, reached through SIGUSR1), so ``--resume`` continues it; the signal is
+    recorded for the manifest and the exit status. A second one aborts at once; one that
+    arrives before Tune runs (the classifier stage) raises :class:`StudyInterrupted`."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be set from the main thread
+        self._previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+        self._tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's would take SIGINT from us
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._previous:
+            if self._tune_sigint is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._tune_sigint
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second {name}: aborting without saving")
+        self.received = name
+        tune_is_running = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
+        if not tune_is_running:
+            raise StudyInterrupted(
+                f"{name} before any trial started; nothing to resume yet (trained f's are "
+                "kept and reused)",
+                name,
+            )
+        self.log(
+            f"\n{name}: stopping the study; Ray Tune saves its state so --resume can finish "
+            "it (send it again to abort at once)"
+        )
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, as a shell reports a process a signal ended."""
+        return 128 + int(getattr(signal, self.received)) if self.received else 0
 
 
 def _describe_trial(study: Study) -> Callable[[dict[str, Any]], Any]:
@@ -175,22 +251,40 @@ def run_study(
     process); ``"auto"`` or ``"ray://host:10001"`` joins a cluster. ``callbacks``: extra
     Ray Tune callbacks, after the MLflow one.
     """
-    from study.tracking import MlflowStudyCallback, tag_selected_checkpoints
-    from study.version import code_version
-
     name = check_name(name, "--name") if name is not None else study.name
-    cwd = Path.cwd()
-    check_study_folder(study, name, resume)
+    cwd = check_study_folder(study, name, resume, Path.cwd())
     check_inputs(study, cwd)
     log(f"pre-flight passed: data readable, MLflow at {study.tracking_uri()}")
     if not ray.is_initialized():
         if address is None:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            # Loopback only, where Ray allows it (the CLI sets Ray's switch before import).
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
         else:
             ray.init(address=address, log_to_driver=False)
     log(f"study {name}: Ray {ray.__version__} with {ray.cluster_resources()}")
     if check_cluster:
         check_resources(study)
+
+    with StopSignals(log) as stop:
+        return _run(study, name, cwd, resume, callbacks, stop, log)
+
+
+def _run(
+    study: Study,
+    name: str,
+    cwd: Path,
+    resume: bool,
+    callbacks: list[tune.Callback] | None,
+    stop: StopSignals,
+    log: Log,
+) -> StudyOutcome:
+    from study.tracking import MlflowStudyCallback, mark_interrupted, tag_selected_checkpoints
+    from study.version import code_version
 
     locations = train_classifiers(study, cwd, log)
     context = TrialContext(study=study, cwd=str(cwd), classifier_locations=locations)
@@ -224,14 +318,19 @@ def run_study(
     if retention is not None:
         retention.finalize(results)
     summaries = summarize(study, results, locations, cwd)
-    manifest = write_manifest(study, name, summaries)
+    manifest = write_manifest(study, name, summaries, interrupted_by=stop.received)
     tag_selected_checkpoints(
         study.tracking_uri(),
         state_file,
         {summary.trial_id: summary.selected_checkpoint for summary in summaries},
     )
+    unfinished = [s for s in summaries if s.status != COMPLETE]
+    if stop.received:
+        mark_interrupted(
+            study.tracking_uri(), state_file, [s.trial_id for s in unfinished], stop.received
+        )
     table = format_table(study, summaries)
-    failed = [s for s in summaries if s.status == "ERROR"]
+    failed = [s for s in summaries if s.status == ERROR]
     log(f"\nstudy {name}: {len(summaries)} trials in {time.perf_counter() - started:.0f}s")
     log(table)
     for summary in failed:
@@ -240,7 +339,32 @@ def run_study(
     log(f"manifest (selected checkpoints): {manifest}")
     log(f"MLflow: {study.tracking_uri()} experiment {study.experiment_name()!r}")
     if study.tracking_uri().startswith("sqlite:"):
-        log(f"open the UI with: mlflow ui --backend-store-uri {study.tracking_uri()}")
+        log(f"open the UI with: {_mlflow_ui_command(study.tracking_uri())}")
+    if unfinished:
+        resume_command = f"wsol study {study.source} --resume" + (
+            f" --name {name}" if name != study.name else ""
+        )
+        cause = f"interrupted by {stop.received}" if stop.received else "not finished"
+        log(
+            f"\nstudy {name} {cause}: {len(unfinished)} of {len(summaries)} trials did not "
+            f"finish ({', '.join(f'{s.trial_id} {s.status}' for s in unfinished)}). Its state "
+            f"is saved; finish it with:\n  {resume_command}\n`wsol evaluate` scores only "
+            "finished trials (--allow-incomplete scores the rest, labelled as such)."
+        )
     if failed:
         print(f"{len(failed)} trial(s) failed", file=sys.stderr)
-    return StudyOutcome(name=name, summaries=summaries, manifest=manifest, table=table)
+    return StudyOutcome(
+        name=name,
+        summaries=summaries,
+        manifest=manifest,
+        table=table,
+        interrupted_by=stop.received,
+    )
+
+
+def _mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on ``tracking_uri``, runnable without an
+    activated virtual environment (the ``mlflow`` beside this interpreter)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    program = str(mlflow) if mlflow.exists() else "mlflow"
+    return f"{program} ui --backend-store-uri {tracking_uri}"

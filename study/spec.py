@@ -36,7 +36,6 @@ against the *current working directory*, as with every other relative path a use
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import math
@@ -56,9 +55,9 @@ from pydantic import (
 )
 
 from wsol.config import (
-    EMBEDDING_ONLY_FIELDS,
     ConfigError,
     RunConfig,
+    classifier_key,
     config_from_dict,
     flatten_config,
     read_yaml_mapping,
@@ -90,8 +89,6 @@ KNOWN_SELECTION_METRICS = ("val_s_score", "val_gt_known_loc")
 # before any mask trial starts, so their values must be enumerable up front (grid only).
 CLASSIFIER_SECTIONS = ("classifier.", "data.")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# Bumped when the meaning of classifier_key's inputs changes, so stale f's are not reused.
-_CLASSIFIER_KEY_VERSION = "classifier-key-v1"
 
 
 class SpecError(ConfigError):
@@ -513,53 +510,6 @@ def is_uri(storage: str) -> bool:
 def is_remote_uri(storage: str) -> bool:
     """True for a URI other than ``file://`` (S3, GCS, ...): not a path on this machine."""
     return is_uri(storage) and not storage.startswith("file://")
-
-
-# data fields that do not change f: the loader's worker count, require_masks (a check), and
-# the decoded-image cache (it serves identical items).
-_DATA_NOT_IN_F = ("num_workers", "require_masks", "cache", "cache_dir")
-
-
-def classifier_key(config: RunConfig) -> str:
-    """Content hash (first 16 hex chars of sha256) of exactly the fields that determine f.
-
-    In: ``data.*`` (which images, the split, resize/crop, normalisation: f's inputs and
-    training set), ``classifier.*`` (architecture, init, optimiser, schedule and
-    ``classifier.seed``, which alone seeds f's training), ``deterministic`` (changes the
-    kernels, so f's weights). Out: ``data.num_workers`` (loaders are seeded per sample, so
-    the worker count does not change the data), ``data.require_masks`` (a check: it changes
-    no image, and keys from before it existed stay valid), ``classifier.checkpoint`` (a file to load
-    *instead of* training: it names where an f is, not what it is), ``mask.*`` and
-    ``selection.*`` (only g and its checkpoint choice), ``seed`` (the run seed: g's init and
-    data order, not f's), ``name``, and ``device`` (placement: ``auto`` resolves per node,
-    and f trained on CPU or GPU is treated as the same f), ``data.cache`` and
-    ``data.cache_dir`` (the decoded-image cache serves identical items), and ``compute.*``
-    but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
-    keys are the same as before the compute section existed). Fields added to ``data`` or
-    ``classifier`` later are in by default. Paths are hashed as written (not resolved).
-    Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
-    embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
-    leaves them out, as they do not change it: a Siamese embedding network never shares
-    a key with a softmax classifier, and Method I keys are the same as before Method II.
-    """
-    dumped = config.model_dump(mode="json")
-    classifier = {key: value for key, value in dumped["classifier"].items() if key != "checkpoint"}
-    if config.classifier_kind == "softmax":
-        classifier = {
-            key: value for key, value in classifier.items() if key not in EMBEDDING_ONLY_FIELDS
-        }
-    else:
-        classifier["kind"] = config.classifier_kind
-    content = {
-        "version": _CLASSIFIER_KEY_VERSION,
-        "data": {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F},
-        "classifier": classifier,
-        "deterministic": dumped["deterministic"],
-    }
-    if config.compute.precision != "fp32":
-        content["precision"] = config.compute.precision
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_spec(path: str | Path) -> Study:

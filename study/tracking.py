@@ -280,16 +280,27 @@ class MlflowStudyCallback(Callback):
         if self._state is None or self._state.parent_run_id is None:
             return
         failed = set(self._failed_trial_ids)
+        unfinished = set()
         for trial in trials:
             status = getattr(trial, "status", None)
             if status == "ERROR":
                 failed.add(trial.trial_id)
             elif status == "TERMINATED":
                 failed.discard(trial.trial_id)
+            else:  # stopped before its end (the study was interrupted)
+                unfinished.add(trial.trial_id)
+        client = self._client_or_raise()
+        for trial_id in sorted(unfinished):
+            entry = self._state.trials.get(trial_id)
+            if entry is None or entry.status != "RUNNING":
+                continue
+            with self._guard("mark as killed the run of trial", None):
+                client.set_terminated(entry.run_id, status="KILLED")
+                entry.status = "KILLED"
         with self._guard("finish the parent run of the study", None):
-            self._client_or_raise().set_terminated(
-                self._state.parent_run_id, status="FAILED" if failed else "FINISHED"
-            )
+            status = "FAILED" if failed else "KILLED" if unfinished else "FINISHED"
+            client.set_terminated(self._state.parent_run_id, status=status)
+            self._save_state()
 
     # ---- implementation ------------------------------------------------------------
 
@@ -632,6 +643,39 @@ def tag_selected_checkpoints(
         logger.warning(
             "MLflow tracking failed to tag the selected checkpoints (tracking URI %s): %s: %s. "
             "The manifest (study.json) names them.",
+            tracking_uri,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def mark_interrupted(
+    tracking_uri: str, state_file: Path, trial_ids: Sequence[str], signal_name: str
+) -> None:
+    """After a study was stopped by ``signal_name``: its parent run and the runs of
+    ``trial_ids`` (the trials that did not finish) end as KILLED, tagged with the signal,
+    whatever Tune reported; ``--resume`` sets them RUNNING again."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        state = StudyTrackingState.load(Path(state_file))
+        if state is None or state.parent_run_id is None:
+            return
+        client = MlflowClient(tracking_uri=tracking_uri)
+        for run_id in [
+            state.parent_run_id,
+            *(state.trials[t].run_id for t in trial_ids if t in state.trials),
+        ]:
+            client.set_tag(run_id, "interrupted_by", signal_name)
+            client.set_terminated(run_id, status="KILLED")
+        for trial_id in trial_ids:
+            if trial_id in state.trials:
+                state.trials[trial_id].status = "KILLED"
+        state.save(Path(state_file))
+    except Exception as exc:
+        logger.warning(
+            "MLflow tracking failed to mark the interrupted study (tracking URI %s): %s: %s. "
+            "The manifest (study.json) records the interruption.",
             tracking_uri,
             type(exc).__name__,
             exc,

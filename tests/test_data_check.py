@@ -83,6 +83,40 @@ def test_a_good_copy_of_every_format_passes_with_exit_status_0(
     assert "  train  " in output
 
 
+def test_a_subset_whose_class_list_has_classes_without_images_warns_unless_strict(
+    tmp_path: Path, write_cub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_cub(tmp_path / "subset")
+    classes = root / "classes.txt"
+    listed = classes.read_text().splitlines()
+    extra = [f"{len(listed) + k} 0{len(listed) + k}.Unused_class_{k}" for k in (1, 2)]
+    classes.write_text("\n".join([*listed, *extra]) + "\n")
+
+    assert main(["data", "check", str(root), "--format", "cub"]) == 0
+    output = capsys.readouterr().out
+    assert "warning: 2 of 5 listed classes have no image" in output
+    assert "Unused_class_1" in output and output.rstrip().endswith("OK: no problem found")
+
+    assert main(["data", "check", str(root), "--format", "cub", "--strict"]) == 2
+    assert "2 of 5 listed classes have no image" in capsys.readouterr().out
+
+
+def test_a_class_with_test_images_but_no_training_image_is_still_an_error(
+    tmp_path: Path, write_cub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_cub(tmp_path / "untrainable")
+    labels = dict(
+        line.split() for line in (root / "image_class_labels.txt").read_text().splitlines()
+    )
+    split = dict(line.split() for line in (root / "train_test_split.txt").read_text().splitlines())
+    rows = [
+        f"{image_id} {'0' if labels[image_id] == '1' else flag}" for image_id, flag in split.items()
+    ]
+    (root / "train_test_split.txt").write_text("\n".join(rows) + "\n")
+    assert main(["data", "check", str(root), "--format", "cub"]) == 2
+    assert "has no training image" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("fault", ["missing", "garbage", "truncated"])
 def test_a_missing_garbage_or_truncated_image_is_named_with_exit_status_2(
     dataset: tuple[str, Path], fault: str, capsys: pytest.CaptureFixture[str]

@@ -96,7 +96,7 @@ def test_driver_killed_mid_study_then_resume_finishes_without_rerunning_finished
     assert not (finished / "checkpoint_000003").exists()
     manifest = json.loads((experiment / "study.json").read_text())
     assert sorted(t["row"] for t in manifest["trials"]) == ["full", "no-reg"]
-    assert all(t["status"] == "TERMINATED" for t in manifest["trials"])
+    assert all(t["status"] == "COMPLETE" for t in manifest["trials"])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]

@@ -54,7 +54,7 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
 
     assert sorted(s.row for s in outcome.summaries) == ["full", "no-reg"]
     for summary in outcome.summaries:
-        assert summary.status == "TERMINATED", summary.error
+        assert summary.status == "COMPLETE", summary.error
         rows = _result_rows(summary.path)
         assert [row["epoch"] for row in rows] == [1, 2, 3]  # S reported every epoch
         assert {row["torch_threads"] for row in rows} == {1}  # resources.cpu
@@ -95,6 +95,27 @@ def test_resume_reuses_classifier_and_does_not_rerun_finished_trials(
     assert len(_children(study.tracking_uri(), "tiny")) == 2
 
 
+def test_resume_with_an_edited_spec_is_refused_naming_each_field(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = tiny_study(synthetic_root, tmp_path / "studies", **{"rows": {"full": {}}})
+    first = run_study(study, log=lambda _: None)
+    manifest = Path(first.manifest).read_text()
+    edited = tiny_study(
+        synthetic_root,
+        tmp_path / "studies",
+        **{"rows": {"full": {}}, "base.classifier.epochs": 3, "base.mask.lr": 0.5},
+    )
+
+    with pytest.raises(StudyError) as error:
+        run_study(edited, resume=True, log=lambda _: None)
+
+    message = str(error.value)
+    assert "base.classifier.epochs: 1 -> 3" in message and "base.mask.lr: 0.01 -> 0.5" in message
+    assert Path(first.manifest).read_text() == manifest  # nothing ran, nothing rewritten
+    assert len(list((tmp_path / "studies" / "classifiers").iterdir())) == 1  # no new f
+
+
 def test_existing_study_without_resume_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
     study = tiny_study(synthetic_root, tmp_path / "studies", **{"rows": {"full": {}}})
     run_study(study, log=lambda _: None)
@@ -131,7 +152,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint_with_the_same_result
     assert killer.killed
     (expected,) = reference.summaries
     (summary,) = retried.summaries
-    assert summary.status == "TERMINATED", summary.error
+    assert summary.status == "COMPLETE", summary.error
     rows = _result_rows(summary.path)
     assert len({row["pid"] for row in rows}) == 2  # a second worker finished the trial
     assert sorted({row["epoch"] for row in rows}) == [1, 2, 3]

@@ -13,6 +13,8 @@ type-checked by the schema, so a typo fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,6 +170,8 @@ class ClassifierConfig(StrictModel):
     )
 
 
+# Bumped when the meaning of classifier_key's inputs changes, so stale f's are not reused.
+_CLASSIFIER_KEY_VERSION = "classifier-key-v1"
 # Classifier fields that only Method II's embedding network reads; a softmax
 # classifier's identity (study.spec.classifier_key) leaves them out.
 EMBEDDING_ONLY_FIELDS = (
@@ -458,3 +462,55 @@ def flatten_config(config: RunConfig) -> dict[str, Any]:
 def config_to_yaml(config: RunConfig) -> str:
     """The resolved config as YAML (what a run folder stores as config.yaml)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# data fields that do not change f: the loader's worker count, require_masks (a check), and
+# the decoded-image cache (it serves identical items).
+_DATA_NOT_IN_F = ("num_workers", "require_masks", "cache", "cache_dir")
+
+
+def classifier_key(config: RunConfig) -> str:
+    """Content hash (first 16 hex chars of sha256) of exactly the fields that determine f.
+
+    In: ``data.*`` (which images, the split, resize/crop, normalisation: f's inputs and
+    training set), ``classifier.*`` (architecture, init, optimiser, schedule and
+    ``classifier.seed``, which alone seeds f's training), ``deterministic`` (changes the
+    kernels, so f's weights). Out: ``data.num_workers`` (loaders are seeded per sample, so
+    the worker count does not change the data), ``data.require_masks`` (a check: it changes
+    no image, and keys from before it existed stay valid), ``classifier.checkpoint`` (a file to load
+    *instead of* training: it names where an f is, not what it is), ``mask.*`` and
+    ``selection.*`` (only g and its checkpoint choice), ``seed`` (the run seed: g's init and
+    data order, not f's), ``name``, and ``device`` (placement: ``auto`` resolves per node,
+    and f trained on CPU or GPU is treated as the same f), ``data.cache`` and
+    ``data.cache_dir`` (the decoded-image cache serves identical items), and ``compute.*``
+    but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
+    keys are the same as before the compute section existed). Fields added to ``data`` or
+    ``classifier`` later are in by default. Paths are hashed as written (not resolved).
+    Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
+    embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
+    leaves them out, as they do not change it: a Siamese embedding network never shares
+    a key with a softmax classifier, and Method I keys are the same as before Method II.
+    """
+    text = json.dumps(classifier_identity(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def classifier_identity(config: RunConfig) -> dict[str, Any]:
+    """The fields :func:`classifier_key` hashes (see there), as a nested dict."""
+    dumped = config.model_dump(mode="json")
+    classifier = {key: value for key, value in dumped["classifier"].items() if key != "checkpoint"}
+    if config.classifier_kind == "softmax":
+        classifier = {
+            key: value for key, value in classifier.items() if key not in EMBEDDING_ONLY_FIELDS
+        }
+    else:
+        classifier["kind"] = config.classifier_kind
+    content = {
+        "version": _CLASSIFIER_KEY_VERSION,
+        "data": {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F},
+        "classifier": classifier,
+        "deterministic": dumped["deterministic"],
+    }
+    if config.compute.precision != "fp32":
+        content["precision"] = config.compute.precision
+    return content

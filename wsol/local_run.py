@@ -16,8 +16,6 @@ Never reads the test split.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,10 +29,20 @@ from wsol.checkpoint import (
     load_classifier,
     load_mask_state,
     save_classifier,
+    stored_config,
 )
 from wsol.compute import resolve_device
-from wsol.config import RunConfig, config_to_yaml
+from wsol.config import (
+    ConfigError,
+    RunConfig,
+    classifier_identity,
+    classifier_key,
+    config_to_yaml,
+    flatten_config,
+    load_config,
+)
 from wsol.data import WsolDataset, build_transform, read_training_splits
+from wsol.files import write_json_atomically, write_jsonl_atomically, write_text_atomically
 from wsol.localize import Box
 from wsol.loop import EpochReport, SaveCheckpoint, train_classifier, train_mask
 from wsol.selection import Selection
@@ -49,19 +57,6 @@ class LocalRunResult:
     selection: Selection
     history: list[dict[str, Any]]
     classifier_path: Path
-
-
-def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-
-
-def write_json_atomically(path: Path, content: Any) -> None:
-    """``content`` as JSON at ``path``, via a temporary file and a rename, so a reader
-    never sees a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -86,6 +81,32 @@ def tracked_validation_images(
     return images, boxes
 
 
+#: What ``--resume`` may change: g may train longer, and placement may change (the same
+#: numbers wherever they are computed, up to the order of float sums on another device).
+RESUMABLE_CHANGES = ("mask.epochs", "device", "data.num_workers", "data.cache", "data.cache_dir")
+
+
+def check_resume_config(stored: RunConfig, config: RunConfig, source: Path) -> None:
+    """Refuse to resume a run with a config other than the one it was trained with,
+    naming each differing field; only :data:`RESUMABLE_CHANGES` may differ, and
+    ``mask.epochs`` only grow."""
+    before, after = flatten_config(stored), flatten_config(config)
+    changed = sorted(
+        key
+        for key in before.keys() | after.keys()
+        if before.get(key) != after.get(key) and key not in RESUMABLE_CHANGES
+    )
+    if after["mask.epochs"] < before["mask.epochs"]:
+        changed.insert(0, "mask.epochs")
+    if changed:
+        lines = "\n".join(f"  {key}: {before.get(key)!r} -> {after.get(key)!r}" for key in changed)
+        raise ConfigError(
+            f"--resume continues the run trained with {source}, but the config differs:\n"
+            f"{lines}\nOnly mask.epochs may grow on --resume (and device, data.num_workers, "
+            "data.cache, data.cache_dir may change); start a new run with --out for the rest"
+        )
+
+
 def run_local(
     config: RunConfig,
     out_dir: Path,
@@ -101,8 +122,11 @@ def run_local(
         raise FileExistsError(
             f"run folder {out_dir} is not empty; pass --resume to continue it or choose --out"
         )
+    stored = out_dir / "config.yaml"
+    if resume and stored.is_file():
+        check_resume_config(load_config(stored), config, stored)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config_to_yaml(config))
+    write_text_atomically(stored, config_to_yaml(config))
     device = resolve_device(config.device)
     splits = read_training_splits(config.data)
     log(
@@ -119,14 +143,12 @@ def run_local(
     if resume and last_path.is_file():
         resume_state = load_mask_state(last_path)
         log(f"resuming g from {last_path} after epoch {resume_state['epoch']}")
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in resume_state["history"]))
-    else:
-        metrics_path.write_text("")
+    write_jsonl_atomically(metrics_path, list((resume_state or {}).get("history", [])))
 
     started = time.perf_counter()
 
     def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
-        _append_jsonl(metrics_path, report.history[-1])
+        write_jsonl_atomically(metrics_path, list(report.history))
         marker = ""
         if report.is_best:
             # Before last.pt: a resume rebuilds the selection from last.pt's history, which
@@ -174,17 +196,34 @@ def _classifier(config: RunConfig, splits: Any, out_dir: Path, progress: bool, l
         return Path(config.classifier.checkpoint)
     path = out_dir / "classifier" / CLASSIFIER_CHECKPOINT
     if path.is_file():
+        _, state = load_classifier(path)
+        trained_with = stored_config(state)
+        if classifier_key(trained_with) != classifier_key(config):
+            before, after = classifier_identity(trained_with), classifier_identity(config)
+            changed = sorted(
+                f"{section}.{key}"
+                for section in ("data", "classifier")
+                for key in before[section].keys() | after[section].keys()
+                if before[section].get(key) != after[section].get(key)
+            )
+            what = ", ".join(changed) or "the method or precision"
+            raise ConfigError(
+                f"{path} was trained with other settings of f ({what}); it cannot serve "
+                "this config. Use a new --out"
+            )
         log(f"classifier: reusing {path}")
         return path
     metrics_path = path.parent / "metrics.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text("")
+    write_jsonl_atomically(metrics_path, [])
+    rows: list[dict[str, Any]] = []
     cfg = config.classifier
     log(f"training f ({cfg.backbone}, {cfg.epochs} epochs)")
     started = time.perf_counter()
 
     def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
-        _append_jsonl(metrics_path, {"epoch": report.epoch, **report.metrics})
+        rows.append({"epoch": report.epoch, **report.metrics})
+        write_jsonl_atomically(metrics_path, rows)
         metrics = report.metrics
         log(
             f"f epoch {report.epoch:>3}/{cfg.epochs}  val top-1={metrics['val_top1_cls']:.1f}%  "

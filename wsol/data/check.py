@@ -9,7 +9,8 @@ For the requested splits of a format (:data:`wsol.data.formats.FORMATS`):
   so a garbage or truncated file is caught (see :mod:`wsol.data.imagefile`);
 - every box lies inside its image; a size the annotations state is the image's;
 - every mask file (and ignore mask) is readable and has its image's size;
-- no image is in two splits; every class has a training image;
+- no image is in two splits; every class with images has a training image; a class
+  listed without any image (a subset of a dataset) is a warning, an error with ``strict``;
 - images that are scored (val and test; train too where validation is carved from it)
   have a box or a mask; with ``require_masks``, every image has a mask;
 - with ``decode``, every image and mask is decoded in full (slow) and every mask must have
@@ -69,6 +70,7 @@ class CheckReport:
     files_checked: int
     seconds: float
     layout: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,7 @@ class CheckReport:
         if not self.official_validation:
             lines.append("  validation: carved from train (data.val_fraction, data.split_seed)")
         lines.extend(f"  note: {note}" for note in self.notes)
+        lines.extend(f"  warning: {warning}" for warning in self.warnings)
         if per_class and self.class_names:
             names = list(self.splits)
             lines.append("  per class: " + "  ".join(names))
@@ -270,6 +273,7 @@ def check_dataset(
     *,
     require_masks: bool = False,
     decode: bool = False,
+    strict: bool = False,
     workers: int = DEFAULT_WORKERS,
     progress: bool = False,
 ) -> CheckReport:
@@ -277,7 +281,8 @@ def check_dataset(
 
     splits: which of the format's splits (default: all it has); a split the format does
     not have raises DatasetError. require_masks: every image must have a mask. decode:
-    also decode every image and mask in full (slow). workers: threads reading files.
+    also decode every image and mask in full (slow). strict: classes listed without any
+    image are problems, not warnings. workers: threads reading files.
     progress: a progress bar on stderr while images are inspected.
     Returns a :class:`CheckReport`; problems are reported, not raised.
     """
@@ -334,9 +339,26 @@ def check_dataset(
         if require_masks:
             unmasked = [e for e in split_entries if e.sample.mask_path is None]
             problems.extend(_per_image_rule(split_entries, split, unmasked, _UNMASKED))
+    warnings: list[str] = []
     if "train" in counts and index.class_names:
+        imageless = [
+            f"{label} ({name})"
+            for label, name in enumerate(index.class_names)
+            if not any(split_counts.per_class[label] for split_counts in counts.values())
+        ]
+        if imageless:
+            text = (
+                f"{len(imageless)} of {len(index.class_names)} listed classes have no image in "
+                f"the checked splits (a subset of the dataset?): {', '.join(imageless[:10])}"
+                + (f" and {len(imageless) - 10} more" if len(imageless) > 10 else "")
+            )
+            if strict:
+                problems.append(Problem(str(root), text))
+            else:
+                warnings.append(text + "; --strict makes this an error")
         for label, name in enumerate(index.class_names):
-            if not counts["train"].per_class[label]:
+            has_images = any(split_counts.per_class[label] for split_counts in counts.values())
+            if has_images and not counts["train"].per_class[label]:
                 problems.append(Problem(str(root), f"class {label} ({name}) has no training image"))
     return CheckReport(
         format=format_name,
@@ -349,4 +371,5 @@ def check_dataset(
         files_checked=files,
         seconds=time.perf_counter() - started,
         layout=dataset_format.layout,
+        warnings=warnings,
     )
