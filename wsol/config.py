@@ -345,7 +345,7 @@ def read_yaml_mapping(path: Path, what: str, error: type[ConfigError]) -> dict[s
         return {}
     if not isinstance(raw, dict):
         raise error(
-            f"{what} {path} must be a mapping of fields (e.g. `mask: {{lam: 0.5}}`), "
+            f"{what} {path}: expected a mapping of fields (`key: value` lines), "
             f"got a {type(raw).__name__}"
         )
     return raw
