@@ -201,8 +201,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    """Exit status: 0 when every trial finished, 128 + the signal's number when SIGINT
-    (130) or SIGTERM (143) stopped the study, 1 when a trial failed or did not finish."""
+    """Exit status: 0 when every trial finished (or was stopped early by the spec's
+    scheduler), 128 + the signal's number when SIGINT (130) or SIGTERM (143) stopped the
+    study, 1 when a trial failed or did not finish."""
     import os
     import signal
 
@@ -226,7 +227,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 128 + int(getattr(signal, interrupted.signal_name))
     if outcome.interrupted_by:
         return 128 + int(getattr(signal, outcome.interrupted_by))
-    return 0 if all(s.status == "COMPLETE" for s in outcome.summaries) else 1
+    from study.manifest import EVALUABLE
+
+    return 0 if all(s.status in EVALUABLE for s in outcome.summaries) else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

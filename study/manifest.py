@@ -18,16 +18,19 @@ from ray import tune
 
 from study import storage
 from study.retention import existing_checkpoints
+from study.scheduling import stopped_by
 from study.spec import Study
 from study.tables import markdown_table
 from study.trainable import read_checkpoint_selection, trial_params
 
 STUDY_MANIFEST = "study.json"
-#: A trial's status in the manifest. COMPLETE: every planned epoch ran; INCOMPLETE: fewer
-#: (the study was interrupted: ``wsol study SPEC --resume`` finishes it); ERROR: it failed.
-COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
+#: A trial's status in the manifest. COMPLETE: every planned epoch ran; STOPPED: early
+#: termination (search.scheduler) ended it on purpose, its selection stands; INCOMPLETE:
+#: fewer epochs for another reason (the study was interrupted: ``--resume`` finishes it);
+#: ERROR: it failed.
+COMPLETE, STOPPED, INCOMPLETE, ERROR = "COMPLETE", "STOPPED", "INCOMPLETE", "ERROR"
 #: What ``wsol evaluate`` scores without ``--allow-incomplete``.
-EVALUABLE = frozenset({COMPLETE})
+EVALUABLE = frozenset({COMPLETE, STOPPED})
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrialSummary:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    stopped_by: str | None = None  # STOPPED: which rule ("ASHA", "3 consecutive ...")
 
 
 def summarize_trial(
@@ -70,8 +74,15 @@ def summarize_trial(
     }
     selected_epoch = selection["epoch"] if selection else None
     planned = trial.run_config.mask.epochs
-    complete = len(history) >= planned
-    status = ERROR if result.error else (COMPLETE if complete else INCOMPLETE)
+    # Tune marks the last result of a trial a scheduler or stopper ended "done"; an
+    # interrupted trial's last result is not.
+    ended = bool((result.metrics or {}).get("done")) and study.search.scheduler.active
+    if result.error:
+        status = ERROR
+    elif len(history) >= planned:
+        status = COMPLETE
+    else:
+        status = STOPPED if ended and history else INCOMPLETE
     return TrialSummary(
         trial_id=(result.metrics or {}).get("trial_id", Path(result.path).name),
         row=row,
@@ -89,6 +100,7 @@ def summarize_trial(
         history=history,
         checkpoints=checkpoints,
         error=str(result.error).splitlines()[0] if result.error else None,
+        stopped_by=stopped_by(study, history) if status == STOPPED else None,
     )
 
 
@@ -169,4 +181,6 @@ def describe_status(summary: TrialSummary) -> str:
     """The status cell: COMPLETE, ERROR, or INCOMPLETE with the epochs that ran."""
     if summary.status == INCOMPLETE:
         return f"INCOMPLETE ({summary.epochs}/{summary.epochs_planned} epochs)"
+    if summary.status == STOPPED:
+        return f"STOPPED at {summary.epochs}/{summary.epochs_planned} ({summary.stopped_by})"
     return summary.status

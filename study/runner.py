@@ -38,8 +38,9 @@ from study import storage
 from study.classifiers import train_classifiers
 from study.errors import StudyError
 from study.manifest import (
-    COMPLETE,
     ERROR,
+    EVALUABLE,
+    STOPPED,
     TrialSummary,
     format_table,
     summarize,
@@ -47,6 +48,7 @@ from study.manifest import (
 )
 from study.preflight import check_inputs, check_resources, check_study_folder
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
+from study.scheduling import build_scheduler, build_stopper
 from study.spec import DEFAULT_ROW, Study, check_name
 from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
 from wsol.config import flatten_config
@@ -125,10 +127,14 @@ def build_tuner(
         checkpoint_config=checkpoint_config,
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         callbacks=callbacks,
+        stop=build_stopper(study),
     )
+    scheduler = build_scheduler(study)
     tune_config = tune.TuneConfig(
-        metric="objective",
-        mode=study.trial_selection.mode,
+        # ASHA ranks by its own metric (the guarded S); Tune refuses a second one here.
+        metric=None if scheduler else "objective",
+        mode=None if scheduler else study.trial_selection.mode,
+        scheduler=scheduler,
         search_alg=_searcher(study),
         num_samples=study.search.num_samples,
         max_concurrent_trials=study.max_concurrent_trials or None,
@@ -283,7 +289,7 @@ def _run(
     stop: StopSignals,
     log: Log,
 ) -> StudyOutcome:
-    from study.tracking import MlflowStudyCallback, mark_interrupted, tag_selected_checkpoints
+    from study.tracking import MlflowStudyCallback, mark_interrupted, tag_trials
     from study.version import code_version
 
     locations = train_classifiers(study, cwd, log)
@@ -319,12 +325,9 @@ def _run(
         retention.finalize(results)
     summaries = summarize(study, results, locations, cwd)
     manifest = write_manifest(study, name, summaries, interrupted_by=stop.received)
-    tag_selected_checkpoints(
-        study.tracking_uri(),
-        state_file,
-        {summary.trial_id: summary.selected_checkpoint for summary in summaries},
-    )
-    unfinished = [s for s in summaries if s.status != COMPLETE]
+    tag_trials(study.tracking_uri(), state_file, {s.trial_id: _run_tags(s) for s in summaries})
+    unfinished = [s for s in summaries if s.status not in EVALUABLE]
+    stopped = [s for s in summaries if s.status == STOPPED]
     if stop.received:
         mark_interrupted(
             study.tracking_uri(), state_file, [s.trial_id for s in unfinished], stop.received
@@ -335,6 +338,13 @@ def _run(
     log(table)
     for summary in failed:
         log(f"trial {summary.trial_id} failed: {summary.error}")
+    if stopped:
+        saved = sum(s.epochs_planned - s.epochs for s in stopped)
+        log(
+            "stopped early by search.scheduler: "
+            + ", ".join(f"{s.trial_id} at epoch {s.epochs} ({s.stopped_by})" for s in stopped)
+            + f"; {saved} epochs not trained. Their selections stand and are evaluated."
+        )
     log(f"trials and checkpoints: {experiment_path(study, name)}")
     log(f"manifest (selected checkpoints): {manifest}")
     log(f"MLflow: {study.tracking_uri()} experiment {study.experiment_name()!r}")
@@ -360,6 +370,17 @@ def _run(
         table=table,
         interrupted_by=stop.received,
     )
+
+
+def _run_tags(summary: TrialSummary) -> dict[str, str]:
+    """What the manifest says of a trial, as tags of its MLflow run."""
+    tags = {"status": summary.status}
+    if summary.selected_checkpoint:
+        tags["selected_checkpoint"] = summary.selected_checkpoint
+    if summary.status == STOPPED:
+        tags["stopped_at_epoch"] = str(summary.epochs)
+        tags["stopped_by"] = str(summary.stopped_by)
+    return tags
 
 
 def _mlflow_ui_command(tracking_uri: str) -> str:

@@ -190,16 +190,52 @@ class Dimension(_SpecModel):
         return self.uniform if self.uniform is not None else self.loguniform
 
 
+class AshaConfig(_SpecModel):
+    """Ray Tune's ASHA scheduler over epochs, on the guarded validation S-score of each
+    trial's selection so far (label-free; never test data)."""
+
+    grace_period: int = Field(
+        2, ge=1, description="Epochs every trial runs before ASHA may stop it (first rung)."
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="At each rung, the best 1/reduction_factor of trials go on."
+    )
+    max_t: int | None = Field(
+        None, ge=1, description="The last rung, in epochs; default: the trials' mask.epochs."
+    )
+
+
+class SchedulerConfig(_SpecModel):
+    """Early termination of trials that cannot win. A stopped trial keeps its selection
+    (the best epoch it reached), has status STOPPED and is evaluated like any other."""
+
+    asha: AshaConfig | None = None
+    stop_after_degenerate: int | None = Field(
+        None,
+        ge=1,
+        description="Stop a trial after this many consecutive degenerate epochs (excluded "
+        "by selection.skip_degenerate's guard), e.g. a lambda whose maps are all or nothing. "
+        "Larger than the epochs a fresh g needs to leave the degenerate start.",
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.asha is not None or self.stop_after_degenerate is not None
+
+
 class SearchConfig(_SpecModel):
-    """How trials are generated.
+    """How trials are generated, and which are stopped early.
 
     ``grid``: every row x grid point, the whole grid repeated ``num_samples`` times.
     ``optuna``: ``num_samples`` trials proposed by a TPE sampler seeded with ``seed``.
+    ``scheduler``: ASHA and/or the degenerate-epoch rule (both work with either algorithm;
+    Optuna's own pruning is not used, ASHA covers it).
     """
 
     algorithm: Literal["grid", "optuna"] = "grid"
     num_samples: int = Field(1, ge=1)
     seed: int = 0
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
 
 class TrialSelection(_SpecModel):
@@ -407,6 +443,14 @@ class Study(StudySpec):
             for row in self.row_labels()
             for combination in itertools.product(*value_lists)
         ]
+
+    def max_mask_epochs(self) -> int:
+        """The most epochs any trial of the study trains g for."""
+        epochs = [self.trial_config(row, {}).mask.epochs for row in self.row_labels()]
+        dimension = self.search_space.get("mask.epochs")
+        if dimension is not None:
+            epochs.extend(int(value) for value in dimension.values)
+        return max(epochs)
 
     def classifier_configs(self) -> list[RunConfig]:
         """The distinct configs that determine f, one per :func:`classifier_key`, in the

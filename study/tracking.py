@@ -4,8 +4,8 @@
 calls `Tuner.fit`) and records a study in MLflow so the MLflow UI can compare its
 trials: one parent run per study, one nested run per trial (params = the flattened
 trial config, per-epoch study metrics with step = epoch, the weight-map figure as an
-artifact). After the run, :func:`tag_selected_checkpoints` tags each trial run with the
-checkpoint the study manifest selected (the manifest is the one source of it).
+artifact). After the run, :func:`tag_trials` tags each trial run with its status and the
+checkpoint the study manifest selected (the manifest is the one source of both).
 
 Why not Ray's own integrations: `setup_mlflow` logs from inside the trial, and trials
 on cluster workers may not reach the tracking server; `MLflowLoggerCallback` makes no
@@ -618,13 +618,12 @@ class MlflowStudyCallback(Callback):
             )
 
 
-def tag_selected_checkpoints(
-    tracking_uri: str, state_file: Path, selected: Mapping[str, str | None]
-) -> None:
-    """Tag each trial's MLflow run with ``selected_checkpoint``: ``selected`` maps trial id
-    -> the checkpoint the study manifest names (None: the trial has none, no tag). Run
-    ids come from the study's tracking ``state_file``. Failures are warnings, as for the
-    callback: the manifest on disk stays the record."""
+def tag_trials(tracking_uri: str, state_file: Path, tags: Mapping[str, Mapping[str, str]]) -> None:
+    """Set ``tags`` (trial id -> tag -> value) on the trials' MLflow runs, after the run,
+    from the study manifest (the one source of each trial's status and selected
+    checkpoint). Run ids come from the study's tracking ``state_file``. Failures are
+    warnings, as for the callback: the manifest on disk stays the record."""
+    from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
     try:
@@ -632,17 +631,21 @@ def tag_selected_checkpoints(
         if state is None:
             return
         client = MlflowClient(tracking_uri=tracking_uri)
-        for trial_id, checkpoint in selected.items():
+        for trial_id, trial_tags in tags.items():
             entry = state.trials.get(trial_id)
-            if entry is None or checkpoint is None:
+            if entry is None or not trial_tags:
                 continue
-            client.set_tag(
-                entry.run_id, "selected_checkpoint", _truncate(checkpoint, MAX_TAG_VAL_LENGTH)
+            client.log_batch(
+                entry.run_id,
+                tags=[
+                    RunTag(key, _truncate(str(value), MAX_TAG_VAL_LENGTH))
+                    for key, value in sorted(trial_tags.items())
+                ],
             )
     except Exception as exc:
         logger.warning(
-            "MLflow tracking failed to tag the selected checkpoints (tracking URI %s): %s: %s. "
-            "The manifest (study.json) names them.",
+            "MLflow tracking failed to tag the trials from the manifest (tracking URI %s): "
+            "%s: %s. The manifest (study.json) holds the same.",
             tracking_uri,
             type(exc).__name__,
             exc,

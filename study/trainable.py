@@ -85,6 +85,7 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     from wsol.data import WsolDataset, build_transform, read_training_splits
     from wsol.local_run import tracked_validation_images
     from wsol.loop import train_mask
+    from wsol.selection import degenerate_streak
     from wsol.viz import weight_map_evolution
 
     trial = context.trial(tune_config)
@@ -107,10 +108,14 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
 
     def on_epoch(report, save) -> None:
         selection = report.selection
+        selected = next(row for row in report.history if row["epoch"] == selection.epoch)
         result = {
             **report.history[-1],
             "selected_epoch": selection.epoch,
             "selected_val_s_score": selection.s_score,
+            # What early termination reads (study.scheduling): label-free, the loop's own.
+            "selected_selection_score": selected["selection_score"],
+            "degenerate_streak": degenerate_streak(report.history),
             "objective": trial_selection.objective(report.history, selection.epoch),
             "row": trial.row,
             **where,

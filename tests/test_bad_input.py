@@ -163,3 +163,21 @@ def test_a_diverging_classifier_is_a_message_naming_the_epoch_and_nothing_is_sto
     )
     assert code == 2 and "epoch 1" in err and "classifier.lr" in err
     assert not (out / "classifier" / "classifier.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "scheduler, field",
+    [
+        ({"asha": {"reduction_factor": 1}}, "search.scheduler.asha.reduction_factor"),
+        ({"asha": {"grace_period": 0}}, "search.scheduler.asha.grace_period"),
+        ({"stop_after_degenerate": 0}, "search.scheduler.stop_after_degenerate"),
+        ({"hyperband": {}}, "search.scheduler.hyperband"),
+    ],
+)
+def test_scheduler_fields_are_validated_naming_the_field(
+    synthetic_root: Path, scheduler: dict, field: str
+) -> None:
+    raw = tiny_spec_dict(synthetic_root, Path("studies"))
+    raw["search"] = {"algorithm": "grid", "scheduler": scheduler}
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        spec_from_dict(raw, source="spec.yaml")

@@ -309,3 +309,77 @@ def test_retention_deletes_a_superseded_checkpoint_only_after_the_grace_period(
         "checkpoint_4",
         "checkpoint_5",
     ]
+
+
+# Row "good" is never excluded (the guard is off); row "bad" excludes every epoch (a box
+# is always above max_box_fraction or below min_box_fraction), so it ranks last at every
+# rung and its degenerate streak is its epoch count: where early termination stops it is
+# known in advance.
+_GOOD_AND_BAD = {
+    "good": {"selection.skip_degenerate": False},
+    "bad": {"selection.min_box_fraction": 0.999, "selection.max_box_fraction": 0.5},
+}
+
+
+def _scheduled_study(data: Path, storage: Path, scheduler: dict, concurrent: int):
+    return tiny_study(
+        data,
+        storage,
+        **{
+            "rows": _GOOD_AND_BAD,
+            "base.mask.epochs": 3,
+            "search.scheduler": scheduler,
+            "max_concurrent_trials": concurrent,
+        },
+    )
+
+
+def test_asha_stops_the_trial_that_ranks_last_at_its_first_rung(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    study = _scheduled_study(
+        synthetic_root,
+        tmp_path / "studies",
+        {"asha": {"grace_period": 1, "reduction_factor": 2}},
+        concurrent=1,  # "good" reaches the rung first, so "bad" is compared with it
+    )
+    outcome = run_study(study, log=lambda _: None)
+    by_row = {s.row: s for s in outcome.summaries}
+    assert by_row["good"].status == "COMPLETE" and by_row["good"].epochs == 3
+    bad = by_row["bad"]
+    assert (bad.status, bad.epochs, bad.stopped_by) == ("STOPPED", 1, "ASHA")
+    assert bad.selected_epoch == 1 and bad.selected_checkpoint  # its selection stands
+
+
+def test_the_degenerate_rule_stops_a_trial_selected_summarised_and_evaluated_like_any(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from study.evaluation import evaluate
+
+    study = _scheduled_study(
+        synthetic_root, tmp_path / "studies", {"stop_after_degenerate": 2}, concurrent=2
+    )
+    lines: list[str] = []
+    outcome = run_study(study, log=lines.append)
+
+    by_row = {s.row: s for s in outcome.summaries}
+    assert by_row["good"].status == "COMPLETE"
+    bad = by_row["bad"]
+    assert (bad.status, bad.epochs) == ("STOPPED", 2)
+    assert bad.stopped_by == "2 consecutive degenerate epochs"
+    assert bad.selected_epoch == select_epoch(bad.history).epoch
+    assert "STOPPED at 2/3 (2 consecutive degenerate epochs)" in outcome.table
+    assert any(f"{bad.trial_id} at epoch 2" in line for line in lines)
+    manifest = json.loads(Path(outcome.manifest).read_text())
+    assert {t["row"]: t["status"] for t in manifest["trials"]} == {
+        "good": "COMPLETE",
+        "bad": "STOPPED",
+    }
+    (child,) = [r for r in _children(study.tracking_uri(), "tiny") if r.data.tags["row"] == "bad"]
+    assert child.data.tags["status"] == "STOPPED" and child.data.tags["stopped_at_epoch"] == "2"
+    assert child.data.tags["selected_checkpoint"] == bad.selected_checkpoint
+
+    result = evaluate(str(Path(outcome.manifest).parent), progress=False, log=lambda _: None)
+    scored = {item.key: item for item in result.scored}
+    assert scored[bad.trial_id].selected_epoch == bad.selected_epoch
+    assert scored[bad.trial_id].status == "STOPPED" and scored[bad.trial_id].label == "bad"

@@ -26,7 +26,7 @@ from study.tracking import (
     MlflowStudyCallback,
     TrialInfo,
     study_metrics,
-    tag_selected_checkpoints,
+    tag_trials,
 )
 from study.version import code_version
 
@@ -259,8 +259,8 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
     }
 
     # What the study's manifest names is what the runs are tagged with.
-    selected = {trial_ids["full"]: "/somewhere/checkpoint_000001", trial_ids["no-reg"]: None}
-    tag_selected_checkpoints(mlflow_server, tmp_path / "tracking_state.json", selected)
+    tags = {trial_ids["full"]: {"selected_checkpoint": "/somewhere/checkpoint_000001"}}
+    tag_trials(mlflow_server, tmp_path / "tracking_state.json", {**tags, trial_ids["no-reg"]: {}})
     _, children = study_runs(client, "wsol-e2e")
     assert children["full"].data.tags["selected_checkpoint"] == "/somewhere/checkpoint_000001"
     assert "selected_checkpoint" not in children["no-reg"].data.tags

@@ -62,6 +62,16 @@ def ranked_epochs(history: Sequence[HistoryRow]) -> list[int]:
     return [row["epoch"] for row in sorted(history, key=epoch_rank, reverse=True)]
 
 
+def degenerate_streak(history: Sequence[HistoryRow]) -> int:
+    """How many of the last epochs of ``history`` in a row were excluded by the guard."""
+    streak = 0
+    for row in reversed(history):
+        if not row["excluded_reason"]:
+            break
+        streak += 1
+    return streak
+
+
 @dataclass(frozen=True)
 class Selection:
     """The epoch picked by early stopping and why the others were not."""
