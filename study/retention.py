@@ -1,6 +1,10 @@
 """Which of a trial's checkpoints are kept: the best ``keep`` by the selection's own
 ordering (:func:`wsol.selection.epoch_rank`), plus what a resume needs.
 
+Kept checkpoints are lean: once superseded, a kept folder loses its ``resume.pt``
+(optimizer state and tracked maps, about two thirds of its bytes) and holds g's weights
+only (``mask.pt``), all evaluation reads; only the latest folder keeps ``resume.pt``.
+
 Not Ray's ``CheckpointConfig(num_to_keep=...)``: it deletes a checkpoint the moment it
 falls out of the top k, while the experiment state saved for ``--resume`` may still name
 it as the trial's latest (we hit this: after a driver kill, the resumed trial failed
@@ -25,6 +29,7 @@ from typing import Any
 from ray import tune
 
 from study import storage
+from wsol.checkpoint import RESUME_STATE
 from wsol.selection import epoch_rank
 
 # How often the driver saves Tune's experiment state (what --resume restores), and how long
@@ -34,10 +39,10 @@ RETENTION_GRACE_S = 3 * STATE_SAVE_PERIOD_S
 
 
 def kept_paths(
-    checkpoints: Iterable[tuple[tune.Checkpoint, dict[str, Any]]], keep: int
+    checkpoints: Iterable[tuple[tune.Checkpoint, dict[str, Any]]], keep: int | None
 ) -> set[str]:
     """The paths of the ``keep`` best of ``checkpoints`` ((checkpoint, the result it was
-    reported with)) by :func:`wsol.selection.epoch_rank`."""
+    reported with)) by :func:`wsol.selection.epoch_rank`; all of them for None."""
     ranked = sorted(checkpoints, key=lambda item: epoch_rank(item[1]), reverse=True)
     return {checkpoint.path for checkpoint, _ in ranked[:keep]}
 
@@ -53,10 +58,11 @@ def existing_checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dic
 
 
 class CheckpointRetention(tune.Callback):
-    """Keep each trial's ``keep`` best checkpoints plus its latest; delete the rest
-    (see the module docstring)."""
+    """Keep each trial's ``keep`` best checkpoints (every one for None) plus its latest;
+    delete the rest; strip ``resume.pt`` from kept ones once superseded (see the module
+    docstring)."""
 
-    def __init__(self, keep: int, grace_s: float = RETENTION_GRACE_S) -> None:
+    def __init__(self, keep: int | None, grace_s: float = RETENTION_GRACE_S) -> None:
         self.keep = keep
         self.grace_s = grace_s
         # What this driver saw reported, per trial: checkpoint path -> (checkpoint, result).
@@ -64,6 +70,7 @@ class CheckpointRetention(tune.Callback):
         self._reported: dict[str, dict[str, tuple[tune.Checkpoint, dict[str, Any]]]] = {}
         self._superseded: dict[str, float] = {}  # checkpoint path -> when superseded
         self._deleted: set[str] = set()
+        self._stripped: set[str] = set()
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # Tune processes a result before the checkpoint reported with it.
@@ -73,26 +80,39 @@ class CheckpointRetention(tune.Callback):
             self._superseded.setdefault(path, now)
         latest = max(reported.values(), key=lambda item: item[1]["epoch"], default=None)
         reported[checkpoint.path] = (checkpoint, dict(trial.last_result))
-        protected = kept_paths(reported.values(), self.keep) | {checkpoint.path}
-        if latest is not None:
-            protected.add(latest[0].path)
-        for path, (doomed, _) in list(reported.items()):
+        kept = kept_paths(reported.values(), self.keep)
+        resumable = {checkpoint.path} | ({latest[0].path} if latest is not None else set())
+        for path, (old, _) in list(reported.items()):
             superseded = self._superseded.get(path)
-            if path in protected or superseded is None or now - superseded < self.grace_s:
+            if path in resumable or superseded is None or now - superseded < self.grace_s:
                 continue
-            self._delete(doomed)
-            del reported[path]
+            if path in kept:
+                self._strip(old)
+            else:
+                self._delete(old)
+                del reported[path]
 
     def finalize(self, results: tune.ResultGrid) -> None:
         """After the run: keep only the ``keep`` best and the latest of every trial."""
         for result in results:
             checkpoints = existing_checkpoints(result)
-            protected = kept_paths(checkpoints, self.keep)
-            if result.checkpoint is not None:
-                protected.add(result.checkpoint.path)
+            kept = kept_paths(checkpoints, self.keep)
+            latest = result.checkpoint.path if result.checkpoint is not None else None
             for checkpoint, _ in checkpoints:
-                if checkpoint.path not in protected:
+                if checkpoint.path == latest:
+                    continue
+                if checkpoint.path in kept:
+                    self._strip(checkpoint)
+                else:
                     self._delete(checkpoint)
+
+    def _strip(self, checkpoint: tune.Checkpoint) -> None:
+        """Drop what only a resume needs from a kept, superseded checkpoint."""
+        if checkpoint.path in self._stripped:
+            return
+        self._stripped.add(checkpoint.path)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            checkpoint.filesystem.delete_file(f"{checkpoint.path}/{RESUME_STATE}")
 
     def _delete(self, checkpoint: tune.Checkpoint) -> None:
         if checkpoint.path in self._deleted:

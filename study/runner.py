@@ -305,7 +305,7 @@ def _run(
         describe_trial=_describe_trial(study),
         code_version=code_version(),
     )
-    retention = None if study.keep_all_checkpoints else CheckpointRetention(study.keep_checkpoints)
+    retention = CheckpointRetention(None if study.keep_all_checkpoints else study.keep_checkpoints)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_PERIOD_S))
     # MLflow's HTTP client retries for minutes by default, which would stall Tune's loop
     # (the tracker runs in it) while a tracking server restarts.
@@ -315,14 +315,13 @@ def _run(
         study,
         name,
         context,
-        [tracker, *([retention] if retention else []), *(callbacks or [])],
+        [tracker, retention, *(callbacks or [])],
         resume,
         log,
     )
     started = time.perf_counter()
     results = tuner.fit()
-    if retention is not None:
-        retention.finalize(results)
+    retention.finalize(results)
     summaries = summarize(study, results, locations, cwd)
     manifest = write_manifest(study, name, summaries, interrupted_by=stop.received)
     tag_trials(study.tracking_uri(), state_file, {s.trial_id: _run_tags(s) for s in summaries})

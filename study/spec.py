@@ -318,6 +318,11 @@ class StudySpec(_SpecModel):
     max_failures: int = Field(2, ge=0, description="Retries of a trial from its last checkpoint.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per trial.")
     keep_all_checkpoints: bool = Field(False, description="Keep every epoch's checkpoint.")
+    kept_weights_precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="How kept checkpoints store g's weights: 'fp16' halves them (for "
+        "keep_all_checkpoints and the epoch-curve diagnostic); evaluation loads fp32.",
+    )
     storage: str = Field("studies", min_length=1)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 

@@ -2,9 +2,11 @@
 
 Each epoch the g loop's report becomes ``tune.report(result, checkpoint=...)``: the
 result is that epoch's history row plus the selection so far and the trial's objective;
-the checkpoint folder holds ``mask.pt`` (what a retry resumes from), ``selection.json``
-(the loop's history and selection up to that epoch: what the manifest reads) and, at the
-last epoch, ``weight_maps.png``. Nothing here re-derives the selection.
+the checkpoint folder holds ``mask.pt`` (g's weights, what evaluation scores),
+``resume.pt`` (what a retry resumes from with ``mask.pt``; dropped once superseded),
+``selection.json`` (the loop's history and selection up to that epoch: what the manifest
+reads) and, at the last epoch, ``weight_maps.png``. Nothing here re-derives the
+selection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ ROW_KEY = "row"
 #: In each checkpoint folder: the loop's history and selection up to that epoch.
 CHECKPOINT_SELECTION = "selection.json"
 WEIGHT_MAPS_FILE = "weight_maps.png"
+
+
+def staging_dir() -> str | None:
+    """Where a checkpoint is written before Tune copies it to storage: RAM (/dev/shm)
+    where the node has it, so each epoch's ~170 MB is written to disk once, not twice."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return str(shm)
+    return None
 
 
 def trial_params(tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -80,7 +91,7 @@ def read_checkpoint_selection(checkpoint: tune.Checkpoint) -> dict[str, Any]:
 def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable: train g for one trial; after a failure Tune restarts
     it and it continues from ``tune.get_checkpoint()``."""
-    from wsol.checkpoint import MASK_CHECKPOINT, load_classifier, load_mask_state
+    from wsol.checkpoint import load_checkpoint_folder, load_classifier
     from wsol.compute import resolve_device
     from wsol.data import WsolDataset, build_transform, read_training_splits
     from wsol.local_run import tracked_validation_images
@@ -98,13 +109,14 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_state = load_mask_state(Path(directory) / MASK_CHECKPOINT)
+            resume_state = load_checkpoint_folder(Path(directory))
 
     splits = read_training_splits(config.data)  # train + validation; never the test split
     val_set = WsolDataset(splits.val, build_transform(config.data, False), config.seed)
     images, gt_boxes = tracked_validation_images(config, val_set, config.selection.num_visualized)
     trial_selection = context.study.trial_selection
     where = placement()
+    staging = staging_dir()
 
     def on_epoch(report, save) -> None:
         selection = report.selection
@@ -120,9 +132,9 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             "row": trial.row,
             **where,
         }
-        with tempfile.TemporaryDirectory() as directory:
+        with tempfile.TemporaryDirectory(prefix="wsol-checkpoint-", dir=staging) as directory:
             folder = Path(directory)
-            save(folder / MASK_CHECKPOINT)
+            save.folder(folder, context.study.kept_weights_precision)
             (folder / CHECKPOINT_SELECTION).write_text(
                 json.dumps(
                     {

@@ -147,17 +147,37 @@ def test_reusing_the_normalised_batch_gives_the_same_loss_bit_for_bit(normalizat
     assert torch.equal(again.total, reused.total) and torch.equal(again.ce, reused.ce)
 
 
-def test_frozen_f_is_placed_in_eval_mode_without_parameter_gradients() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_frozen_f_is_placed_in_eval_mode_without_parameter_gradients(precision: str) -> None:
     classifier, _ = nets()
-    runtime = Runtime(torch.device("cpu"), "bf16", channels_last=True)
+    runtime = Runtime(torch.device("cpu"), precision, channels_last=True)
     frozen = runtime.frozen(classifier)
-    assert frozen is classifier and not frozen.training
+    assert not frozen.training
     assert not any(p.requires_grad for p in frozen.parameters())
     assert frozen.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     images = torch.rand(2, 3, 32, 32, requires_grad=True)
     with runtime.autocast():
         frozen(images).float().sum().backward()
     assert images.grad is not None  # gradients still reach the input
+    if precision == "fp32":
+        assert frozen is classifier
+    else:  # weights cast once: a bf16 copy, the caller's f untouched in fp32
+        assert frozen is not classifier
+        assert {p.dtype for p in frozen.parameters()} == {torch.bfloat16}
+        assert {p.dtype for p in classifier.parameters()} == {torch.float32}
+
+
+def test_a_bf16_copy_of_f_gives_the_outputs_autocast_gives_within_bf16_precision() -> None:
+    classifier, _ = nets()
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for cast in (False, True):
+        runtime = Runtime(torch.device("cpu"), "bf16", cast_frozen=cast)
+        frozen = runtime.frozen(classifier)
+        with torch.no_grad(), runtime.autocast():
+            outputs[cast] = frozen(images).float()
+    scale = outputs[False].abs().max().item()
+    assert (outputs[True] - outputs[False]).abs().max().item() <= 0.05 * scale
 
 
 def test_channels_last_step_matches_nchw_step() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,8 +29,12 @@ from wsol.models import MaskGenerator, freeze
 CHECKPOINT_FORMAT = 2  # 2: loadable with weights_only (tracked maps as tensors)
 #: The g checkpoint inside a study trial's checkpoint folder.
 MASK_CHECKPOINT = "mask.pt"
+#: Beside it, in the latest checkpoint folder only: what a resume needs besides g's weights.
+RESUME_STATE = "resume.pt"
 #: f's checkpoint file, in a run folder or the study's content-addressed store.
 CLASSIFIER_CHECKPOINT = "classifier.pt"
+#: How kept g weights are stored (loaded back in fp32 either way).
+WeightsPrecision = Literal["fp32", "fp16"]
 
 
 class CheckpointError(ValueError):
@@ -106,6 +110,21 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     return freeze(classifier.to(device)), state
 
 
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def _weights(mask_generator: MaskGenerator, precision: WeightsPrecision) -> dict[str, Any]:
+    state = mask_generator.state_dict()
+    if precision == "fp32":
+        return state
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_mask_state(
     path: Path,
     mask_generator: MaskGenerator,
@@ -117,14 +136,13 @@ def save_mask_state(
 ) -> None:
     """A g checkpoint holding everything a resume needs (model, optimizer, epoch, config,
     the history and tracked maps so far), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    torch.save(
+    _write(
+        path,
         {
             "format": CHECKPOINT_FORMAT,
             "kind": "mask_generator",
             "model": mask_generator.state_dict(),
+            "weights_precision": "fp32",
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": None,
             "epoch": epoch,
@@ -132,9 +150,84 @@ def save_mask_state(
             "history": history,
             "visuals": [_visual_to_tensors(visual) for visual in visuals],
         },
-        temporary,
     )
-    temporary.replace(path)
+
+
+def save_mask_weights(
+    path: Path,
+    mask_generator: MaskGenerator,
+    epoch: int,
+    config: RunConfig,
+    history: list[dict[str, Any]],
+    precision: WeightsPrecision = "fp32",
+) -> None:
+    """A lean g checkpoint: g's weights (in ``precision``; loaded back in fp32), its epoch,
+    config and history, and no optimizer state, so it can be scored but not resumed
+    (about a third of :func:`save_mask_state`'s bytes in fp32, a sixth in fp16)."""
+    _write(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "mask_generator",
+            "model": _weights(mask_generator, precision),
+            "weights_precision": precision,
+            "optimizer": None,
+            "epoch": epoch,
+            "config": config.model_dump(mode="json"),
+            "history": history,
+            "visuals": [],
+        },
+    )
+
+
+def save_checkpoint_folder(
+    folder: Path,
+    mask_generator: MaskGenerator,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    config: RunConfig,
+    history: list[dict[str, Any]],
+    visuals: list[dict[str, Any]],
+    precision: WeightsPrecision = "fp32",
+) -> None:
+    """A study trial's checkpoint folder: ``mask.pt``, g's weights (what evaluation
+    scores, kept for selectable epochs), and ``resume.pt``, what only the latest folder
+    needs (optimizer state, tracked maps; g's fp32 weights too when ``mask.pt`` holds
+    them in fp16). Retention deletes ``resume.pt`` from superseded folders."""
+    folder = Path(folder)
+    save_mask_weights(folder / MASK_CHECKPOINT, mask_generator, epoch, config, history, precision)
+    _write(
+        folder / RESUME_STATE,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "mask_generator_resume",
+            "model": mask_generator.state_dict() if precision != "fp32" else None,
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "visuals": [_visual_to_tensors(visual) for visual in visuals],
+        },
+    )
+
+
+def load_checkpoint_folder(folder: Path) -> dict[str, Any]:
+    """What :func:`save_checkpoint_folder` wrote, as the full state a resume needs
+    (:func:`load_mask_state`'s shape)."""
+    folder = Path(folder)
+    weights = load_mask_state(folder / MASK_CHECKPOINT)
+    resume = _load(folder / RESUME_STATE, "mask_generator_resume", "resume")
+    if resume["epoch"] != weights["epoch"]:
+        raise CheckpointError(
+            f"{folder}: {RESUME_STATE} holds epoch {resume['epoch']} but {MASK_CHECKPOINT} "
+            f"epoch {weights['epoch']}; the folder is not one checkpoint"
+        )
+    return {
+        **weights,
+        "model": resume["model"] if resume["model"] is not None else weights["model"],
+        "weights_precision": "fp32",
+        "optimizer": resume["optimizer"],
+        "visuals": [_visual_from_tensors(visual) for visual in resume["visuals"]],
+    }
 
 
 def _visual_to_tensors(visual: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +240,8 @@ def _visual_from_tensors(visual: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_mask_state(path: Path) -> dict[str, Any]:
-    """Read a g checkpoint written by :func:`save_mask_state` (on CPU; tracked maps as
-    NumPy arrays again)."""
+    """Read a g checkpoint (on CPU; tracked maps as NumPy arrays again). A lean one
+    (:func:`save_mask_weights`) has ``optimizer`` None and cannot be resumed."""
     state = _load(path, "mask_generator", "mask-generator")
     state["visuals"] = [_visual_from_tensors(visual) for visual in state.get("visuals", [])]
     return state
@@ -163,6 +256,7 @@ def load_mask_generator(
     mask_generator = build_mask_generator(
         mask_config.model_copy(update={"pretrained": False, "weights_path": None})
     )
+    # fp16-stored weights are copied into g's fp32 parameters (load_state_dict casts).
     mask_generator.load_state_dict(state["model"])
     return mask_generator.to(device).eval()
 

@@ -21,6 +21,7 @@ because the step itself uses every core and a worker process would take cores fr
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import warnings
@@ -151,6 +152,9 @@ class Runtime:
     precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
+    # bf16: keep frozen networks' weights in bf16 (False: fp32, autocast re-casting them on
+    # every forward; the benchmark's "before").
+    cast_frozen: bool = True
 
     @property
     def pin_memory(self) -> bool:
@@ -183,8 +187,15 @@ class Runtime:
     def frozen(self, module: nn.Module) -> nn.Module:
         """A network that is not trained (f while g trains), placed as :meth:`module` (in
         place) and :func:`wsol.models.freeze`-d: eval mode, no parameter gradients, so the
-        backward pass computes gradients for its input only, never for its weights."""
-        return freeze(self.module(module))
+        backward pass computes gradients for its input only, never for its weights.
+
+        Under bf16 it returns a bf16 copy (the caller's network stays fp32): autocast
+        caches casts only of weights that require gradients, so a frozen fp32 f would be
+        re-cast on each of its forwards in every step."""
+        module = freeze(self.module(module))
+        if self.precision == "bf16" and self.cast_frozen:
+            module = freeze(copy.deepcopy(module).to(torch.bfloat16))
+        return module
 
 
 def runtime_for(config: RunConfig, device: torch.device) -> Runtime:

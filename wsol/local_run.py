@@ -44,7 +44,7 @@ from wsol.config import (
 from wsol.data import WsolDataset, build_transform, read_training_splits
 from wsol.files import write_json_atomically, write_jsonl_atomically, write_text_atomically
 from wsol.localize import Box
-from wsol.loop import EpochReport, SaveCheckpoint, train_classifier, train_mask
+from wsol.loop import EpochReport, GCheckpointer, SaveCheckpoint, train_classifier, train_mask
 from wsol.selection import Selection
 from wsol.viz import weight_map_evolution
 
@@ -147,15 +147,16 @@ def run_local(
 
     started = time.perf_counter()
 
-    def on_epoch(report: EpochReport, save: SaveCheckpoint) -> None:
+    def on_epoch(report: EpochReport, save: GCheckpointer) -> None:
         write_jsonl_atomically(metrics_path, list(report.history))
         marker = ""
         if report.is_best:
             # Before last.pt: a resume rebuilds the selection from last.pt's history, which
-            # must never name an epoch whose selected.pt was not written.
-            save(out_dir / "selected.pt")
+            # must never name an epoch whose selected.pt was not written. Weights only: it
+            # is scored, never resumed from.
+            save.weights(out_dir / "selected.pt")
             marker = "  <- best so far"
-        save(last_path)
+        save.full(last_path)
         assert report.selection is not None
         write_json_atomically(out_dir / "selection.json", report.selection.to_dict())
         note = f"  [{report.excluded_reason}]" if report.excluded_reason else ""

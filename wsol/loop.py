@@ -25,7 +25,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from wsol.checkpoint import save_classifier, save_mask_state
+from wsol.checkpoint import (
+    CheckpointError,
+    WeightsPrecision,
+    save_checkpoint_folder,
+    save_classifier,
+    save_mask_state,
+    save_mask_weights,
+)
 from wsol.compute import Runtime, make_optimizer, resolve_device, runtime_for, seed_everything
 from wsol.config import ConfigError, RunConfig
 from wsol.data import DatasetError, TrainingSplits, WsolDataset, make_dataset
@@ -79,6 +86,37 @@ class EpochReport:
     def is_best(self) -> bool:
         """Whether this epoch is the selection so far (so its checkpoint is the one to keep)."""
         return self.selection is not None and self.selection.epoch == self.epoch
+
+
+class GCheckpointer:
+    """How a g epoch's callback saves that epoch: ``save(path)`` (or ``save.full``) writes
+    everything a resume needs; ``save.weights(path, precision)`` only g's weights (a lean
+    checkpoint to score); ``save.folder(folder, precision)`` a study trial's folder (both,
+    split so the resume part can be dropped once superseded)."""
+
+    def __init__(
+        self,
+        mask_generator: MaskGenerator,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        config: RunConfig,
+        history: list[dict[str, Any]],
+        visuals: list[dict[str, Any]],
+    ) -> None:
+        self._state = (mask_generator, optimizer, epoch, config, history, visuals)
+
+    def __call__(self, path: Path) -> None:
+        self.full(path)
+
+    def full(self, path: Path) -> None:
+        save_mask_state(path, *self._state)
+
+    def weights(self, path: Path, precision: WeightsPrecision = "fp32") -> None:
+        mask_generator, _, epoch, config, history, _ = self._state
+        save_mask_weights(path, mask_generator, epoch, config, history, precision)
+
+    def folder(self, folder: Path, precision: WeightsPrecision = "fp32") -> None:
+        save_checkpoint_folder(folder, *self._state, precision=precision)
 
 
 SaveCheckpoint = Callable[[Path], None]
@@ -274,6 +312,11 @@ def train_mask(
     visuals: list[dict[str, Any]] = []
     start_epoch = 1
     if resume_state is not None:
+        if resume_state.get("optimizer") is None:
+            raise CheckpointError(
+                f"the checkpoint of epoch {resume_state['epoch']} holds g's weights only (a "
+                "kept, lean checkpoint); resume from the latest one"
+            )
         mask_generator.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         history = list(resume_state["history"])
@@ -307,10 +350,7 @@ def train_mask(
         history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
         visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
         if on_epoch is not None:
-
-            def save(path: Path, _epoch: int = epoch) -> None:
-                save_mask_state(path, mask_generator, optimizer, _epoch, config, history, visuals)
-
+            save = GCheckpointer(mask_generator, optimizer, epoch, config, history, visuals)
             on_epoch(
                 EpochReport(
                     epoch=epoch,
