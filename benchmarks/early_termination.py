@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     try:
+        from study.classifiers import train_classifiers
+
+        # The one f both studies share, trained before either is timed.
+        shared = spec_from_dict(spec(args, f"lambda-f-{stamp}", False), "benchmark")
+        train_classifiers(shared, Path.cwd(), print)
         for label, early in (("without", False), ("with", True)):
             study = spec_from_dict(spec(args, f"lambda-{label}-{stamp}", early), "benchmark")
             print(f"\n== lambda grid {label} early termination ({len(args.lams)} trials)")
