@@ -21,7 +21,7 @@ from studies import tiny_spec_dict
 from test_study_cli import _descendants, _kill_tree
 
 WSOL = str(Path(sys.executable).with_name("wsol"))
-EPOCHS = 8
+EPOCHS = 5
 
 
 def _start(spec_path: Path, cwd: Path) -> subprocess.Popen:
