@@ -78,6 +78,7 @@ class EvaluationSource:
     keep_all_checkpoints: bool
     tracking_uri: str | None = None
     experiment: str | None = None
+    skipped: list[str] = field(default_factory=list)  # trials not scored, and why
 
 
 # --------------------------------------------------------------------------- sources
@@ -191,6 +192,7 @@ def _study_source(root: str, out: Path | None, allow_incomplete: bool) -> Evalua
         keep_all_checkpoints=manifest.get("keep_all_checkpoints", False),
         tracking_uri=manifest.get("tracking_uri"),
         experiment=manifest.get("experiment"),
+        skipped=refused,
     )
 
 
@@ -616,6 +618,8 @@ def evaluate(
         f"evaluating {source.kind} {source.name} ({len(source.trials)} selected checkpoints) "
         f"on the test split -> {out_dir}"
     )
+    for skipped in source.skipped:
+        log(f"not scored: {skipped}")
     scored: list[Scored] = []
     fresh: list[Scored] = []
     total = len(source.trials)

@@ -9,6 +9,7 @@ storage. ``wsol evaluate`` scores what it names and nothing else; the MLflow
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from study.retention import existing_checkpoints
 from study.scheduling import stopped_by
 from study.spec import Study
 from study.tables import markdown_table
-from study.trainable import read_checkpoint_selection, trial_params
+from study.trainable import ROW_KEY, read_checkpoint_selection, trial_params
 
 STUDY_MANIFEST = "study.json"
 #: A trial's status in the manifest. COMPLETE: every planned epoch ran; STOPPED: early
@@ -61,7 +62,7 @@ def summarize_trial(
     study: Study, result: tune.Result, classifier_locations: dict[str, str], cwd: Path
 ) -> TrialSummary:
     """The :class:`TrialSummary` of one Tune result."""
-    row, params = trial_params(result.config or {})
+    row, params = trial_params(result.config or _unreported_config(result))
     trial = study.trial(row, params, cwd)
     history: list[dict[str, Any]] = []
     selection: dict[str, Any] | None = None
@@ -83,8 +84,9 @@ def summarize_trial(
         status = COMPLETE
     else:
         status = STOPPED if ended and history else INCOMPLETE
+    folder = Path(result.path).name
     return TrialSummary(
-        trial_id=(result.metrics or {}).get("trial_id", Path(result.path).name),
+        trial_id=(result.metrics or {}).get("trial_id", folder.removeprefix(f"{row}_")),
         row=row,
         params=params,
         status=status,
@@ -96,12 +98,23 @@ def summarize_trial(
         selected_checkpoint=checkpoints.get(selected_epoch) if selection else None,
         excluded_epochs=[r["epoch"] for r in history if r["excluded_reason"]],
         path=storage.uri(result.filesystem, result.path),
-        classifier=classifier_locations[trial.classifier_key],
+        classifier=classifier_locations.get(trial.classifier_key, ""),
         history=history,
         checkpoints=checkpoints,
         error=str(result.error).splitlines()[0] if result.error else None,
         stopped_by=stopped_by(study, history) if status == STOPPED else None,
     )
+
+
+def _unreported_config(result: tune.Result) -> dict[str, Any]:
+    """The Tune config of a trial that never reported (still pending when the study was
+    stopped): Tune's ``params.json`` when the trial started, else just its row, which its
+    folder name carries (``<row>_<trial id>``)."""
+    location = storage.uri(result.filesystem, f"{result.path}/params.json")
+    try:
+        return json.loads(storage.read_text(location))
+    except (OSError, ValueError):
+        return {ROW_KEY: Path(result.path).name.rsplit("_", 2)[0]}
 
 
 def summarize(

@@ -21,7 +21,7 @@ from studies import tiny_spec_dict
 from test_study_cli import _descendants, _kill_tree
 
 WSOL = str(Path(sys.executable).with_name("wsol"))
-EPOCHS = 5
+EPOCHS = 8
 
 
 def _start(spec_path: Path, cwd: Path) -> subprocess.Popen:
@@ -169,4 +169,5 @@ def test_sigterm_stops_the_study_the_same_way_and_evaluation_labels_what_it_allo
         line = next(row for row in table.splitlines() if row.startswith(f"| {trial['trial_id']}"))
         if trial["status"] == "INCOMPLETE":
             assert "(INCOMPLETE)" in line
+    # Every unfinished trial is named: scored and labelled, or listed as not scored.
     assert "INCOMPLETE" in allowed.stdout

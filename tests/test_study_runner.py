@@ -383,3 +383,19 @@ def test_the_degenerate_rule_stops_a_trial_selected_summarised_and_evaluated_lik
     scored = {item.key: item for item in result.scored}
     assert scored[bad.trial_id].selected_epoch == bad.selected_epoch
     assert scored[bad.trial_id].status == "STOPPED" and scored[bad.trial_id].label == "bad"
+
+
+def test_a_trial_that_never_reported_is_summarised_from_its_folder(tmp_path: Path) -> None:
+    # A trial still pending when the study was stopped has no result, hence no config.
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from study.manifest import _unreported_config
+
+    pending = tmp_path / "no-reg_ab12c_00001"
+    pending.mkdir()
+    result = SimpleNamespace(path=str(pending), filesystem=pyarrow.fs.LocalFileSystem())
+    assert _unreported_config(result) == {"row": "no-reg"}
+    (pending / "params.json").write_text(json.dumps({"row": "no-reg", "seed": 1}))
+    assert _unreported_config(result) == {"row": "no-reg", "seed": 1}
