@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from study.errors import StudyError
 from study.spec import Resources, Study, resolve_paths
+from wsol.config import flatten_mapping
 
 
 class TrackingUnavailableError(ValueError):
@@ -225,15 +226,6 @@ def _spec_record(study: Study, cwd: Path) -> dict[str, Any]:
     }
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flat(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): node}
-
-
 def check_study_folder(study: Study, name: str, resume: bool, cwd: Path) -> Path:
     """Before anything trains: a study that exists is refused without ``resume``; with
     it, the spec must be the one stored when the study started (each differing field is
@@ -263,8 +255,8 @@ def check_study_folder(study: Study, name: str, resume: bool, cwd: Path) -> Path
         stored_spec = Study.model_validate({**stored["spec"], "source": stored["source"]})
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StudyError(f"{record_location} cannot be read ({error})") from None
-    before = _flat(stored_spec.model_dump(mode="json", exclude={"source"}))
-    after = _flat(study.model_dump(mode="json", exclude={"source"}))
+    before = flatten_mapping(stored_spec.model_dump(mode="json", exclude={"source"}))
+    after = flatten_mapping(study.model_dump(mode="json", exclude={"source"}))
     changed = sorted(
         key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
     )

@@ -125,6 +125,29 @@ def _weights(mask_generator: MaskGenerator, precision: WeightsPrecision) -> dict
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
+def _g_payload(
+    model: dict[str, Any],
+    precision: WeightsPrecision,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    config: RunConfig,
+    history: list[dict[str, Any]],
+    visuals: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "mask_generator",
+        "model": model,
+        "weights_precision": precision,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "lr_scheduler": None,
+        "epoch": epoch,
+        "config": config.model_dump(mode="json"),
+        "history": history,
+        "visuals": [_visual_to_tensors(visual) for visual in visuals],
+    }
+
+
 def save_mask_state(
     path: Path,
     mask_generator: MaskGenerator,
@@ -136,21 +159,8 @@ def save_mask_state(
 ) -> None:
     """A g checkpoint holding everything a resume needs (model, optimizer, epoch, config,
     the history and tracked maps so far), written atomically."""
-    _write(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "mask_generator",
-            "model": mask_generator.state_dict(),
-            "weights_precision": "fp32",
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": None,
-            "epoch": epoch,
-            "config": config.model_dump(mode="json"),
-            "history": history,
-            "visuals": [_visual_to_tensors(visual) for visual in visuals],
-        },
-    )
+    model = mask_generator.state_dict()
+    _write(path, _g_payload(model, "fp32", optimizer, epoch, config, history, visuals))
 
 
 def save_mask_weights(
@@ -164,20 +174,8 @@ def save_mask_weights(
     """A lean g checkpoint: g's weights (in ``precision``; loaded back in fp32), its epoch,
     config and history, and no optimizer state, so it can be scored but not resumed
     (about a third of :func:`save_mask_state`'s bytes in fp32, a sixth in fp16)."""
-    _write(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "mask_generator",
-            "model": _weights(mask_generator, precision),
-            "weights_precision": precision,
-            "optimizer": None,
-            "epoch": epoch,
-            "config": config.model_dump(mode="json"),
-            "history": history,
-            "visuals": [],
-        },
-    )
+    model = _weights(mask_generator, precision)
+    _write(path, _g_payload(model, precision, None, epoch, config, history, []))
 
 
 def save_checkpoint_folder(

@@ -444,19 +444,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "<o
     return raw
 
 
-def flatten_config(config: RunConfig) -> dict[str, Any]:
-    """Dotted-name -> leaf value (paths as str), e.g. for MLflow params and spec diffs."""
+def flatten_mapping(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted-name -> leaf value of a nested mapping (an empty mapping has no leaves)."""
     flat: dict[str, Any] = {}
-
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk(config.model_dump(mode="json"), "")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
     return flat
+
+
+def flatten_config(config: RunConfig) -> dict[str, Any]:
+    """Dotted-name -> leaf value (paths as str), e.g. for MLflow params and config diffs."""
+    return flatten_mapping(config.model_dump(mode="json"))
 
 
 def config_to_yaml(config: RunConfig) -> str:
