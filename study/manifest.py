@@ -22,7 +22,7 @@ from study.retention import existing_checkpoints
 from study.scheduling import stopped_by
 from study.spec import Study
 from study.tables import markdown_table
-from study.trainable import ROW_KEY, read_checkpoint_selection, trial_params
+from study.trainable import ROW_KEY, read_checkpoint_selection, trial_name, trial_params
 
 STUDY_MANIFEST = "study.json"
 #: A trial's status in the manifest. COMPLETE: every planned epoch ran; STOPPED: early
@@ -56,6 +56,11 @@ class TrialSummary:
     checkpoints: dict[int, str] = field(default_factory=dict)
     error: str | None = None
     stopped_by: str | None = None  # STOPPED: which rule ("ASHA", "3 consecutive ...")
+
+    @property
+    def name(self) -> str:
+        """The trial's display name (``full_984d0_00000``), as everywhere else."""
+        return trial_name(self.row, self.trial_id)
 
 
 def summarize_trial(
@@ -149,17 +154,29 @@ def write_manifest(
             "rows": study.row_labels(),
             "search_keys": list(study.search_space),
             "keep_all_checkpoints": study.keep_all_checkpoints,
-            "trials": [asdict(summary) for summary in summaries],
+            "trials": [{"name": summary.name, **asdict(summary)} for summary in summaries],
         },
     )
     return location
 
 
+#: What the columns of :func:`format_table` mean, printed under it.
+TABLE_LEGEND = """\
+  selected epoch  maximal validation S-score among the selectable (non-degenerate) epochs
+  val S           the validation S-score of the selected epoch
+  excluded        degenerate epochs (empty or full-image masks) the guard excluded
+  objective       what ranks trials: the trial-selection metric at the selected epoch;
+                  for val_s_score the guarded S, which is S - 1 (at most 0) when every
+                  epoch was degenerate"""
+
+
 def format_table(study: Study, summaries: list[TrialSummary]) -> str:
-    """A Markdown table: trial, row, the varying params, selected epoch, S, objective."""
+    """A Markdown table: trial, row, the varying params, selected epoch, S, objective
+    (the columns are explained by :data:`TABLE_LEGEND`)."""
     keys = list(study.search_space)
     metric = study.trial_selection.metric
-    header = ["trial", "row", *keys, "status", "selected epoch", "val S", "excluded", metric]
+    objective = "objective (guarded S)" if metric == "val_s_score" else f"objective ({metric})"
+    header = ["trial", "row", *keys, "status", "selected epoch", "val S", "excluded", objective]
 
     def number(value: Any, digits: int = 4) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -168,7 +185,7 @@ def format_table(study: Study, summaries: list[TrialSummary]) -> str:
 
     rows = [
         [
-            s.trial_id,
+            s.name,
             s.row,
             *(number(s.params.get(key)) for key in keys),
             describe_status(s),

@@ -21,6 +21,7 @@ The test split is structurally out of reach: trials get their data from
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -33,14 +34,17 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from study import storage
 from study.classifiers import train_classifiers
+from study.console import ConsoleProgress
 from study.errors import StudyError
 from study.manifest import (
     ERROR,
     EVALUABLE,
     STOPPED,
+    TABLE_LEGEND,
     TrialSummary,
     format_table,
     summarize,
@@ -50,8 +54,9 @@ from study.preflight import check_inputs, check_resources, check_study_folder
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
 from study.scheduling import build_scheduler, build_stopper
 from study.spec import DEFAULT_ROW, Study, check_name
-from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
+from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_name, trial_params
 from wsol.config import flatten_config
+from wsol.files import write_text_atomically
 
 Log = Callable[[str], None]
 
@@ -94,8 +99,9 @@ def _searcher(study: Study):
     )
 
 
-def _trial_dirname(trial) -> str:
-    return f"{trial.config.get(ROW_KEY, DEFAULT_ROW)}_{trial.trial_id}"
+def _trial_name(trial) -> str:
+    """Ray's trial name and the trial's folder: the one display name (trial_name)."""
+    return trial_name(trial.config.get(ROW_KEY, DEFAULT_ROW), trial.trial_id)
 
 
 def build_tuner(
@@ -126,8 +132,12 @@ def build_tuner(
         storage_path=study.storage_path(),
         checkpoint_config=checkpoint_config,
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
-        callbacks=callbacks,
+        # Tune's JSON and CSV result logs, without its TensorBoard logger (not installed
+        # by this project; TUNE_DISABLE_AUTO_CALLBACK_LOGGERS is set by run_study).
+        callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()],
         stop=build_stopper(study),
+        # study.console prints progress in the study's terms instead of Ray's table.
+        verbose=0,
     )
     scheduler = build_scheduler(study)
     tune_config = tune.TuneConfig(
@@ -138,7 +148,8 @@ def build_tuner(
         search_alg=_searcher(study),
         num_samples=study.search.num_samples,
         max_concurrent_trials=study.max_concurrent_trials or None,
-        trial_dirname_creator=_trial_dirname,
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
     )
     return tune.Tuner(
         trainable, param_space=search_space(study), tune_config=tune_config, run_config=run_config
@@ -220,18 +231,93 @@ class StopSignals:
 
 
 def _describe_trial(study: Study) -> Callable[[dict[str, Any]], Any]:
-    from study.tracking import TrialInfo
+    from study.tracking import TrialDataset, TrialInfo
 
     def describe(tune_config: dict[str, Any]) -> TrialInfo:
         row, params = trial_params(tune_config)
         trial = study.trial(row, params, Path.cwd())
+        data = trial.run_config.data
+        overrides = {**study.row_overrides(row), **params}
+        note = f"Study {study.name}, row {row}: " + (
+            ", ".join(f"{key}={value}" for key, value in overrides.items()) or "the base config"
+        )
         return TrialInfo(
             row=row,
             params=flatten_config(trial.config),
-            tags={"classifier_key": trial.classifier_key},
+            tags={"classifier_key": trial.classifier_key, "mlflow.note.content": note},
+            color_key=color_key(study, row, params),
+            dataset=TrialDataset(
+                name=f"{data.format}:{Path(data.root).name}",
+                source=str(data.root),
+                split=f"val_fraction={data.val_fraction} split_seed={data.split_seed}",
+            ),
         )
 
     return describe
+
+
+def color_key(study: Study, row: str, params: dict[str, Any]) -> str:
+    """What a trial's MLflow colour is chosen by: its row when the study has several
+    (seeds of a row share it), else its search point without the seed (``mask.lam=0.5``),
+    else the whole point."""
+    if len(study.row_labels()) > 1:
+        return row
+    point = {key: value for key, value in params.items() if key != "seed"} or params
+    return ",".join(f"{key}={value}" for key, value in sorted(point.items())) or row
+
+
+def shared_params(study: Study, cwd: Path) -> dict[str, Any]:
+    """The parent run's params: every trial-config field that no row and no search
+    dimension changes (flattened, dotted), plus the study's search settings."""
+    configs = [flatten_config(study.trial(row, {}, cwd).config) for row in study.row_labels()]
+    varying = set(study.search_space)
+    for config in configs[1:]:
+        varying |= {
+            key
+            for key in config.keys() | configs[0].keys()
+            if config.get(key) != configs[0].get(key)
+        }
+    params = {
+        key: value for key, value in configs[0].items() if key not in varying and key != "name"
+    }
+    params.update(
+        {
+            "study.rows": ", ".join(study.row_labels()),
+            "study.search.algorithm": study.search.algorithm,
+            "study.search.num_samples": study.search.num_samples,
+            "study.trial_selection": f"{study.trial_selection.mode} {study.trial_selection.metric}",
+            **{
+                f"study.search_space.{key}": dimension.model_dump(exclude_none=True)
+                for key, dimension in study.search_space.items()
+            },
+        }
+    )
+    return params
+
+
+def _study_info(study: Study, cwd: Path, state_dir: Path):
+    """The experiment's and parent run's record: description, shared params, and the
+    spec (the YAML as written, and ``spec.json``, the validated spec with defaults)."""
+    from study.tracking import StudyInfo
+
+    validated = state_dir / "spec.json"
+    validated.write_text(
+        json.dumps(study.model_dump(mode="json", exclude={"source"}), indent=2) + "\n"
+    )
+    files = [str(path) for path in (Path(study.source), validated) if path.is_file()]
+    return StudyInfo(
+        description=study.description, params=shared_params(study, cwd), files=tuple(files)
+    )
+
+
+def _console(study: Study, log: Log) -> ConsoleProgress:
+    def epochs_of(tune_config: dict[str, Any]) -> int:
+        row, params = trial_params(tune_config)
+        return study.trial(row, params, Path.cwd()).run_config.mask.epochs
+
+    return ConsoleProgress(
+        study.trial_selection.metric, study.trial_selection.mode, epochs_of, log=log
+    )
 
 
 def driver_state_dir(study: Study, name: str) -> Path:
@@ -289,7 +375,12 @@ def _run(
     stop: StopSignals,
     log: Log,
 ) -> StudyOutcome:
-    from study.tracking import MlflowStudyCallback, mark_interrupted, tag_trials
+    from study.tracking import (
+        MlflowStudyCallback,
+        log_parent_artifacts,
+        mark_interrupted,
+        tag_trials,
+    )
     from study.version import code_version
 
     locations = train_classifiers(study, cwd, log)
@@ -304,9 +395,11 @@ def _run(
         state_file=state_file,
         describe_trial=_describe_trial(study),
         code_version=code_version(),
+        study_info=_study_info(study, cwd, state_dir),
     )
     retention = CheckpointRetention(None if study.keep_all_checkpoints else study.keep_checkpoints)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_PERIOD_S))
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # build_tuner names its loggers
     # MLflow's HTTP client retries for minutes by default, which would stall Tune's loop
     # (the tracker runs in it) while a tracking server restarts.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -315,7 +408,7 @@ def _run(
         study,
         name,
         context,
-        [tracker, retention, *(callbacks or [])],
+        [tracker, retention, _console(study, log), *(callbacks or [])],
         resume,
         log,
     )
@@ -332,23 +425,27 @@ def _run(
             study.tracking_uri(), state_file, [s.trial_id for s in unfinished], stop.received
         )
     table = format_table(study, summaries)
+    summary_file = state_dir / "study_summary.md"
+    write_text_atomically(summary_file, f"# Study {name}\n\n{TABLE_LEGEND}\n\n{table}\n")
+    log_parent_artifacts(study.tracking_uri(), state_file, [summary_file])
     failed = [s for s in summaries if s.status == ERROR]
     log(f"\nstudy {name}: {len(summaries)} trials in {time.perf_counter() - started:.0f}s")
     log(table)
+    log(TABLE_LEGEND)
     for summary in failed:
-        log(f"trial {summary.trial_id} failed: {summary.error}")
+        log(f"trial {summary.name} failed: {summary.error}")
     if stopped:
         saved = sum(s.epochs_planned - s.epochs for s in stopped)
         log(
             "stopped early by search.scheduler: "
-            + ", ".join(f"{s.trial_id} at epoch {s.epochs} ({s.stopped_by})" for s in stopped)
+            + ", ".join(f"{s.name} at epoch {s.epochs} ({s.stopped_by})" for s in stopped)
             + f"; {saved} epochs not trained. Their selections stand and are evaluated."
         )
     log(f"trials and checkpoints: {experiment_path(study, name)}")
     log(f"manifest (selected checkpoints): {manifest}")
     log(f"MLflow: {study.tracking_uri()} experiment {study.experiment_name()!r}")
-    if study.tracking_uri().startswith("sqlite:"):
-        log(f"open the UI with: {_mlflow_ui_command(study.tracking_uri())}")
+    for line in _ui_hint(study.tracking_uri(), state_file):
+        log(line)
     if unfinished:
         resume_command = f"wsol study {study.source} --resume" + (
             f" --name {name}" if name != study.name else ""
@@ -356,7 +453,7 @@ def _run(
         cause = f"interrupted by {stop.received}" if stop.received else "not finished"
         log(
             f"\nstudy {name} {cause}: {len(unfinished)} of {len(summaries)} trials did not "
-            f"finish ({', '.join(f'{s.trial_id} {s.status}' for s in unfinished)}). Its state "
+            f"finish ({', '.join(f'{s.name} {s.status}' for s in unfinished)}). Its state "
             f"is saved; finish it with:\n  {resume_command}\n`wsol evaluate` scores only "
             "finished trials (--allow-incomplete scores the rest, labelled as such)."
         )
@@ -380,6 +477,31 @@ def _run_tags(summary: TrialSummary) -> dict[str, str]:
         tags["stopped_at_epoch"] = str(summary.epochs)
         tags["stopped_by"] = str(summary.stopped_by)
     return tags
+
+
+def _ui_hint(tracking_uri: str, state_file: Path) -> list[str]:
+    """How to look at the study in the MLflow UI: the command that serves a local
+    database, and the address of the trials (flat, best objective first)."""
+    from study.tracking import experiment_page
+    from study.tracking_state import StudyTrackingState
+
+    try:
+        state = StudyTrackingState.load(state_file)
+    except ValueError:
+        state = None
+    experiment_id = state.experiment_id if state else None
+
+    lines = []
+    if tracking_uri.startswith("sqlite:"):
+        lines.append(f"open the UI with: {_mlflow_ui_command(tracking_uri)}")
+        base = "http://127.0.0.1:5000"
+    elif tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri
+    else:
+        return lines
+    if experiment_id is not None:
+        lines.append(f"the trials: {experiment_page(base, experiment_id)}")
+    return lines
 
 
 def _mlflow_ui_command(tracking_uri: str) -> str:

@@ -24,6 +24,8 @@ whose tracking server is unreachable fails before any training starts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import shutil
@@ -40,6 +42,7 @@ from ray.tune import Callback
 from study import storage
 from study.preflight import check_tracking_uri, sqlite_database_path
 from study.tracking_state import StudyTrackingState, TrialTrackingState
+from study.trainable import trial_name
 from study.version import code_version
 
 if TYPE_CHECKING:
@@ -55,20 +58,57 @@ MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 
 #: Result keys logged as metrics: numeric values whose key has one of these prefixes ...
-STUDY_METRIC_PREFIXES = ("val_", "train_", "selected_")
+STUDY_METRIC_PREFIXES = ("val_", "train_")
 #: ... or is one of these keys ...
-STUDY_METRIC_KEYS = frozenset({"selection_score", "objective"})
+STUDY_METRIC_KEYS = frozenset({"selection_score", "objective", "excluded_epochs"})
+#: ... plus the selection so far (``selected_X`` logged as ``selected.X``: the value at
+#: the epoch selected so far, so a runs table's latest value is the selected epoch's) ...
+SELECTED_PREFIX = "selected_"
+SELECTED_METRIC_PREFIX = "selected."
 #: ... plus Ray's own keys, renamed.
 RENAMED_RESULT_KEYS = {"time_this_iter_s": "epoch_seconds"}
 #: Logged once more when a trial completes (from its last result), unless already logged.
-FINAL_METRIC_KEYS = ("selected_epoch", "selected_val_s_score")
+FINAL_METRIC_KEYS = ("selected.epoch", "selected.val_s_score")
+
+#: The MLflow UI's experiment kind (the `mlflow.experimentKind` experiment tag, read by
+#: MLflow 3's UI): a model-training experiment opens on its runs, not on GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: Description of an experiment or a run, shown by the UI (and editable there).
+NOTE_TAG = "mlflow.note.content"
+#: A run's colour in the UI's charts and tables.
+RUN_COLOR_TAG = "mlflow.runColor"
+#: Distinct colours (matplotlib's tab10 less its grey, which marks the parent run); a
+#: trial's colour is chosen by its row label's hash, so a row looks the same in every
+#: study (two labels may share a colour).
+RUN_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+)
+PARENT_RUN_COLOR = "#7f7f7f"
+SPEC_ARTIFACT_PATH = "spec"
 
 WEIGHT_MAPS_FILE = "weight_maps.png"
 FIGURES_ARTIFACT_PATH = "figures"
 
 #: Tags the callback owns on a trial run; TrialInfo.tags cannot override them.
 RESERVED_TRIAL_TAGS = frozenset(
-    {"mlflow.parentRunId", "mlflow.runName", "study", "row", "trial_id", "code_version"}
+    {
+        "mlflow.parentRunId",
+        "mlflow.runName",
+        RUN_COLOR_TAG,
+        "study",
+        "row",
+        "trial_id",
+        "code_version",
+    }
 )
 
 
@@ -79,6 +119,42 @@ class TrialInfo:
     row: str  # ablation row label, e.g. "full", "no-reg"
     params: dict[str, Any]  # flattened trial config, dotted keys -> scalar values
     tags: dict[str, str] = field(default_factory=dict)  # extra tags
+    color_key: str = ""  # what picks its colour (run_color); default: the row
+    dataset: TrialDataset | None = None  # its training data, for the UI's Dataset column
+
+
+@dataclass(frozen=True)
+class TrialDataset:
+    """The data a trial trains and selects on (train and validation splits only)."""
+
+    name: str  # e.g. "cub:CUB_200_2011"
+    source: str  # the dataset folder, absolute
+    split: str  # what identifies the train/validation carve, e.g. "val_fraction=0.1 ..."
+
+    def entity(self) -> Any:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = hashlib.sha256(f"{self.source}|{self.split}".encode()).hexdigest()[:8]
+        return DatasetInput(
+            Dataset(self.name, digest, "local", json.dumps({"uri": self.source})),
+            tags=[InputTag("mlflow.data.context", "train+validation")],
+        )
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What MLflow should know about a study, for its experiment and parent run."""
+
+    description: str = ""  # the spec's description: experiment and parent-run note
+    params: dict[str, Any] = field(default_factory=dict)  # what every trial shares
+    files: tuple[str, ...] = ()  # logged under spec/ on the parent run (spec YAML...)
+
+
+def run_color(key: str) -> str:
+    """The UI colour of a trial whose row (or search point) is ``key``: stable across
+    studies and sessions (a hash of the label, not of Python's salted ``hash``)."""
+    digest = hashlib.sha256(f"wsol{key}".encode()).hexdigest()
+    return RUN_COLORS[int(digest, 16) % len(RUN_COLORS)]
 
 
 # --------------------------------------------------------------------------------------
@@ -93,8 +169,9 @@ def study_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The metrics of one Tune result that the study logs, as floats.
 
     Numeric values of keys with a prefix in STUDY_METRIC_PREFIXES or in
-    STUDY_METRIC_KEYS, plus `time_this_iter_s` renamed `epoch_seconds`. Booleans count
-    as 0/1; strings, None, dicts and Ray's bookkeeping keys are left out.
+    STUDY_METRIC_KEYS, ``selected_X`` as ``selected.X``, and `time_this_iter_s` renamed
+    `epoch_seconds`. Booleans count as 0/1; strings, None, dicts and Ray's bookkeeping
+    keys are left out.
     """
     metrics: dict[str, float] = {}
     for key, value in result.items():
@@ -102,6 +179,8 @@ def study_metrics(result: Mapping[str, Any]) -> dict[str, float]:
             continue
         if key in RENAMED_RESULT_KEYS:
             name = RENAMED_RESULT_KEYS[key]
+        elif key.startswith(SELECTED_PREFIX):
+            name = SELECTED_METRIC_PREFIX + key.removeprefix(SELECTED_PREFIX)
         elif key.startswith(STUDY_METRIC_PREFIXES) or key in STUDY_METRIC_KEYS:
             name = key
         else:
@@ -178,8 +257,10 @@ class MlflowStudyCallback(Callback):
         state_file: Path,
         describe_trial: Callable[[dict[str, Any]], TrialInfo],
         code_version: str | None = None,
+        study_info: StudyInfo | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.study_info = study_info or StudyInfo()
         self.experiment = experiment
         self.study_name = study_name
         self.state_file = Path(state_file)
@@ -367,18 +448,36 @@ class MlflowStudyCallback(Callback):
                 study=self.study_name,
                 experiment_id=experiment_id,
             )
-            parent = client.create_run(
-                experiment_id,
-                tags={
-                    "study": self.study_name,
-                    "code_version": self.code_version,
-                    "mlflow.runName": self.study_name,
-                },
-                run_name=self.study_name,
-            )
+            tags = {
+                "study": self.study_name,
+                "code_version": self.code_version,
+                "mlflow.runName": self.study_name,
+                RUN_COLOR_TAG: PARENT_RUN_COLOR,
+            }
+            if self.study_info.description:
+                tags[NOTE_TAG] = self.study_info.description
+            parent = client.create_run(experiment_id, tags=tags, run_name=self.study_name)
             state.parent_run_id = parent.info.run_id
         self._state = state
         self._save_state()
+        self._log_study(client, state.parent_run_id)
+
+    def _log_study(self, client: MlflowClient, run_id: str) -> None:
+        """The parent run's params (what the trials share) and the spec files, unless a
+        run resumed from the state file has them already (MLflow params are write-once)."""
+        from mlflow.entities import Param
+
+        if client.get_run(run_id).data.params:
+            return
+        params = [
+            Param(str(key), _truncate(str(value), MAX_PARAM_VAL_LENGTH))
+            for key, value in sorted(self.study_info.params.items())
+        ]
+        for chunk in _chunks(params, MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(run_id, params=list(chunk))
+        for path in self.study_info.files:
+            if Path(path).is_file():
+                client.log_artifact(run_id, str(path), artifact_path=SPEC_ARTIFACT_PATH)
 
     def _get_or_create_experiment(self, client: MlflowClient) -> str:
         from mlflow.exceptions import MlflowException
@@ -386,7 +485,7 @@ class MlflowStudyCallback(Callback):
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
             try:
-                return client.create_experiment(
+                experiment_id = client.create_experiment(
                     self.experiment, artifact_location=self._default_artifact_location()
                 )
             except MlflowException:
@@ -394,6 +493,9 @@ class MlflowStudyCallback(Callback):
                 experiment = client.get_experiment_by_name(self.experiment)
                 if experiment is None:
                     raise
+            else:
+                self._tag_experiment(client, experiment_id)
+                return experiment_id
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(
                 f"MLflow experiment {self.experiment!r} (id {experiment.experiment_id}) at "
@@ -401,7 +503,14 @@ class MlflowStudyCallback(Callback):
                 f"--experiment-id {experiment.experiment_id}`) or choose another experiment "
                 "name."
             )
+        self._tag_experiment(client, experiment.experiment_id)
         return experiment.experiment_id
+
+    def _tag_experiment(self, client: MlflowClient, experiment_id: str) -> None:
+        """Open as a model-training experiment; the spec's description as its note."""
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        if self.study_info.description:
+            client.set_experiment_tag(experiment_id, NOTE_TAG, self.study_info.description)
 
     def _default_artifact_location(self) -> str | None:
         # With a sqlite URI, the client's default artifact root is './mlruns' relative to
@@ -439,15 +548,17 @@ class MlflowStudyCallback(Callback):
             return
 
         info = self.describe_trial(dict(trial.config))
+        name = trial_name(info.row, trial_id)
         tags = {
             "mlflow.parentRunId": state.parent_run_id,
             "study": self.study_name,
             "row": info.row,
             "trial_id": trial_id,
             "code_version": self.code_version,
-            "mlflow.runName": f"{info.row}/{trial_id}",
+            "mlflow.runName": name,
+            RUN_COLOR_TAG: run_color(info.color_key or info.row),
         }
-        run = client.create_run(state.experiment_id, tags=tags, run_name=f"{info.row}/{trial_id}")
+        run = client.create_run(state.experiment_id, tags=tags, run_name=name)
         # Record the run before anything else can fail, so a retry cannot duplicate it.
         state.trials[trial_id] = TrialTrackingState(run_id=run.info.run_id, row=info.row)
         self._save_state()
@@ -487,6 +598,8 @@ class MlflowStudyCallback(Callback):
                 params=[item for item in chunk if isinstance(item, Param)],
                 tags=[item for item in chunk if isinstance(item, RunTag)],
             )
+        if info.dataset is not None:
+            client.log_inputs(run_id, datasets=[info.dataset.entity()])
 
     def _on_trial_result(self, trial: Trial, result: Mapping[str, Any]) -> None:
         entry = self._entry(trial)
@@ -683,3 +796,41 @@ def mark_interrupted(
             type(exc).__name__,
             exc,
         )
+
+
+def log_parent_artifacts(
+    tracking_uri: str, state_file: Path, files: Sequence[Path], artifact_path: str | None = None
+) -> None:
+    """Log ``files`` as artifacts of the study's parent run (run id from ``state_file``).
+    Failures are warnings, as for the callback: the files on disk stay the record."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        state = StudyTrackingState.load(Path(state_file))
+        if state is None or state.parent_run_id is None:
+            return
+        client = MlflowClient(tracking_uri=tracking_uri)
+        for path in files:
+            client.log_artifact(state.parent_run_id, str(path), artifact_path=artifact_path)
+    except Exception as exc:
+        logger.warning(
+            "MLflow tracking failed to log %s to the study's parent run (tracking URI %s): "
+            "%s: %s. They stay on disk.",
+            ", ".join(str(path) for path in files),
+            tracking_uri,
+            type(exc).__name__,
+            exc,
+        )
+
+
+#: The runs page's query: the model-training view (MLflow 3's UI opens on GenAI traces
+#: otherwise), runs listed flat (the UI nests trials under a collapsed parent only when
+#: sorted by start time), best objective first.
+RUNS_PAGE_QUERY = (
+    "workflowType=machine_learning&orderByKey=metrics.%60objective%60&orderByAsc=false"
+)
+
+
+def experiment_page(ui_base: str, experiment_id: str) -> str:
+    """The MLflow UI address of a study's trials: ``ui_base`` is the UI's root URL."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?{RUNS_PAGE_QUERY}"

@@ -5,8 +5,8 @@ result is that epoch's history row plus the selection so far and the trial's obj
 the checkpoint folder holds ``mask.pt`` (g's weights, what evaluation scores),
 ``resume.pt`` (what a retry resumes from with ``mask.pt``; dropped once superseded),
 ``selection.json`` (the loop's history and selection up to that epoch: what the manifest
-reads) and, at the last epoch, ``weight_maps.png``. Nothing here re-derives the
-selection.
+reads) and, at the last epoch, ``weight_maps.png``. The folder of epoch N is
+``checkpoint_00000N``. Nothing here re-derives the selection.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def staging_dir() -> str | None:
     if shm.is_dir() and os.access(shm, os.W_OK):
         return str(shm)
     return None
+
+
+def trial_name(row: str, trial_id: str) -> str:
+    """A trial's one display name, ``<row>_<trial id>`` (``full_984d0_00000``): Ray's
+    trial name, its folder, its MLflow run, the console, the tables and the report."""
+    return f"{row}_{trial_id}"
 
 
 def trial_params(tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -88,6 +94,14 @@ def read_checkpoint_selection(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     return json.loads(storage.read_text(location))
 
 
+def align_checkpoint_index(epoch: int) -> None:
+    """Make the next reported checkpoint's folder ``checkpoint_<epoch:06d>``: Ray numbers
+    checkpoint folders by a running count from 0, so epoch 6 would land in
+    checkpoint_000005. Ray advances the index by one before it persists a checkpoint;
+    setting it here on every report keeps the name right after a retry or a resume too."""
+    tune.get_context().get_storage().current_checkpoint_index = epoch - 1
+
+
 def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable: train g for one trial; after a failure Tune restarts
     it and it continues from ``tune.get_checkpoint()``."""
@@ -127,6 +141,7 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             "selected_val_s_score": selection.s_score,
             # What early termination reads (study.scheduling): label-free, the loop's own.
             "selected_selection_score": selected["selection_score"],
+            "excluded_epochs": len(selection.excluded),
             "degenerate_streak": degenerate_streak(report.history),
             "objective": trial_selection.objective(report.history, selection.epoch),
             "row": trial.row,
@@ -154,6 +169,7 @@ def mask_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
                     excluded_epochs=list(selection.excluded),
                     title=f"{config.name} ({tune.get_context().get_trial_id()})",
                 )
+            align_checkpoint_index(report.epoch)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
     train_mask(config, classifier, splits, on_epoch, resume_state=resume_state)

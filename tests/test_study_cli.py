@@ -48,8 +48,8 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 def _finished_trial_dirs(experiment: Path) -> list[Path]:
-    """Trial folders holding the checkpoint of their last epoch (3 epochs: index 2)."""
-    return [path for path in experiment.glob("*_*") if (path / "checkpoint_000002").is_dir()]
+    """Trial folders holding the checkpoint of their last epoch (checkpoint_<epoch>)."""
+    return [path for path in experiment.glob("*_*") if (path / "checkpoint_000003").is_dir()]
 
 
 def test_driver_killed_mid_study_then_resume_finishes_without_rerunning_finished_trials(
@@ -93,7 +93,11 @@ def test_driver_killed_mid_study_then_resume_finishes_without_rerunning_finished
     assert "reusing" in resumed.stdout  # f was not trained again
     rows = [json.loads(line) for line in (finished / "result.json").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]  # no epoch of it trained again
-    assert not (finished / "checkpoint_000003").exists()
+    assert not (finished / "checkpoint_000004").exists()
+    # The trial resumed after the kill names its checkpoints by epoch too.
+    for folder in experiment.glob("*_*/checkpoint_*"):
+        recorded = json.loads((folder / "selection.json").read_text())["epoch"]
+        assert folder.name == f"checkpoint_{recorded:06d}"
     manifest = json.loads((experiment / "study.json").read_text())
     assert sorted(t["row"] for t in manifest["trials"]) == ["full", "no-reg"]
     assert all(t["status"] == "COMPLETE" for t in manifest["trials"])

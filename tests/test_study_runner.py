@@ -50,11 +50,21 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
         **{"base.mask.epochs": 3, "keep_checkpoints": 1, "classifier_resources.cpu": 2},
     )
 
-    outcome = run_study(study, log=lambda _: None)
+    printed: list[str] = []
+    outcome = run_study(study, log=printed.append)
 
     assert sorted(s.row for s in outcome.summaries) == ["full", "no-reg"]
+    names = {s.name for s in outcome.summaries}
     for summary in outcome.summaries:
         assert summary.status == "COMPLETE", summary.error
+        # One name: the folder, the console, the table and the MLflow run.
+        assert summary.name == f"{summary.row}_{summary.trial_id}" == Path(summary.path).name
+        epoch_lines = [line for line in printed if line.startswith(f"{summary.name}  epoch")]
+        assert [line.split()[2] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
+        assert all("selected epoch" in line and "objective" in line for line in epoch_lines)
+        # A checkpoint folder is named by the epoch it holds.
+        for folder in Path(summary.path).glob("checkpoint_*"):
+            assert folder.name == f"checkpoint_{load_mask_state(folder / 'mask.pt')['epoch']:06d}"
         rows = _result_rows(summary.path)
         assert [row["epoch"] for row in rows] == [1, 2, 3]  # S reported every epoch
         assert {row["torch_threads"] for row in rows} == {1}  # resources.cpu
@@ -76,6 +86,22 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
     assert {t["trial_id"] for t in manifest["trials"]} == {s.trial_id for s in outcome.summaries}
     children = _children(study.tracking_uri(), "tiny")
     assert sorted(run.data.tags["row"] for run in children) == ["full", "no-reg"]
+    assert {run.info.run_name for run in children} == names
+    assert all(name in outcome.table for name in names)
+    assert any("the guarded S" in line for line in printed)  # the table's legend
+    # The parent run carries what the trials share and the study's summary table.
+    client = mlflow.MlflowClient(study.tracking_uri())
+    (parent,) = [
+        run
+        for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        if "mlflow.parentRunId" not in run.data.tags
+    ]
+    assert parent.data.params["mask.epochs"] == "3"
+    assert parent.data.params["study.rows"] == "full, no-reg"
+    assert "mask.reg" not in parent.data.params  # the rows differ in it
+    artifacts = {info.path for info in client.list_artifacts(parent.info.run_id)}
+    assert "study_summary.md" in artifacts
+    assert [i.path for i in client.list_artifacts(parent.info.run_id, "spec")] == ["spec/spec.json"]
 
 
 def test_resume_reuses_classifier_and_does_not_rerun_finished_trials(
@@ -156,6 +182,8 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint_with_the_same_result
     rows = _result_rows(summary.path)
     assert len({row["pid"] for row in rows}) == 2  # a second worker finished the trial
     assert sorted({row["epoch"] for row in rows}) == [1, 2, 3]
+    for folder in Path(summary.path).glob("checkpoint_*"):  # named by epoch after the retry
+        assert folder.name == f"checkpoint_{load_mask_state(folder / 'mask.pt')['epoch']:06d}"
     assert summary.selected_epoch == expected.selected_epoch
     assert summary.selected_s_score == pytest.approx(expected.selected_s_score, abs=1e-6)
     # MLflow holds each epoch exactly once despite the retry.

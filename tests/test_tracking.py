@@ -23,8 +23,11 @@ from ray import tune
 
 from study.preflight import TrackingUnavailableError, check_tracking_uri
 from study.tracking import (
+    PARENT_RUN_COLOR,
     MlflowStudyCallback,
+    StudyInfo,
     TrialInfo,
+    run_color,
     study_metrics,
     tag_trials,
 )
@@ -195,6 +198,8 @@ def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figure(
     ray_local: None, mlflow_server: str, tmp_path: Path
 ) -> None:
+    spec_file = tmp_path / "toy.yaml"
+    spec_file.write_text("name: toy-study\n")
     callback = MlflowStudyCallback(
         tracking_uri=mlflow_server,
         experiment="wsol-e2e",
@@ -202,17 +207,35 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         state_file=tmp_path / "tracking_state.json",
         describe_trial=describe_trial,
         code_version="test-version",
+        study_info=StudyInfo(
+            description="Toy: regularizer on/off",
+            params={"mask.lam": 1.0, "data.crop": 32},
+            files=(str(spec_file),),
+        ),
     )
     results = run_toy_study(tmp_path, callback, grid_over_rows())
     assert not results.errors
 
     client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("wsol-e2e")
+    # Opens as a model-training experiment (not MLflow 3's GenAI overview), described.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == "Toy: regularizer on/off"
     parent, children = study_runs(client, "wsol-e2e")
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["study"] == "toy-study"
     assert parent.data.tags["code_version"] == "test-version"
+    assert parent.data.tags["mlflow.note.content"] == "Toy: regularizer on/off"
+    assert parent.data.tags["mlflow.runColor"] == PARENT_RUN_COLOR
     assert parent.info.run_name == "toy-study"
+    assert parent.data.params == {"mask.lam": "1.0", "data.crop": "32"}
+    spec_artifacts = [info.path for info in client.list_artifacts(parent.info.run_id, "spec")]
+    assert spec_artifacts == ["spec/toy.yaml"]
     assert set(children) == {"full", "no-reg"}
+    # One colour per row, distinct here, and the same in every study (a label's hash).
+    colours = {row: run.data.tags["mlflow.runColor"] for row, run in children.items()}
+    assert colours == {row: run_color(row) for row in children}
+    assert len(set(colours.values())) == 2 and PARENT_RUN_COLOR not in colours.values()
 
     by_row = {result.config["row"]: result for result in results}
     trial_ids = {row: result.metrics["trial_id"] for row, result in by_row.items()}
@@ -223,7 +246,7 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         assert tags["study"] == "toy-study"
         assert tags["code_version"] == "test-version"
         assert tags["spec"] == "toy.yaml"
-        assert run.info.run_name == f"{row}/{trial_ids[row]}"
+        assert run.info.run_name == f"{row}_{trial_ids[row]}"  # as its folder is named
         assert run.info.status == "FINISHED"
         assert run.data.params == {"model.lambda_reg": "0.5", "model.encoder": "resnet18"}
 
@@ -235,9 +258,13 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
             assert metric_steps(client, run.info.run_id, key) == [1, 2, 3], key
         assert "note" not in run.data.metrics
         assert "training_iteration" not in run.data.metrics
-        assert run.data.metrics["selected_epoch"] == SELECTED_EPOCH[row]
-        assert run.data.metrics["selected_val_s_score"] == max(S_SCORES[row])
-        assert metric_steps(client, run.info.run_id, "selected_epoch") == [1, 2, 3]
+        # The runs table shows a metric's latest value: selected.* are the selected
+        # epoch's, val_s_score the last epoch's.
+        assert run.data.metrics["selected.epoch"] == SELECTED_EPOCH[row]
+        assert run.data.metrics["selected.val_s_score"] == max(S_SCORES[row])
+        assert run.data.metrics["val_s_score"] == S_SCORES[row][-1]
+        assert "selected_epoch" not in run.data.metrics
+        assert metric_steps(client, run.info.run_id, "selected.epoch") == [1, 2, 3]
 
         assert "selected_checkpoint" not in tags  # the manifest's to set, after the run
 
@@ -430,7 +457,7 @@ def test_restarted_driver_with_same_state_file_creates_no_duplicate_runs_or_step
             zip([1, 2, 3], S_SCORES[row], strict=True)
         )
         assert metric_steps(client, run.info.run_id, "epoch_seconds") == [1, 2, 3]
-        assert metric_steps(client, run.info.run_id, "selected_epoch") == [1, 2, 3]
+        assert metric_steps(client, run.info.run_id, "selected.epoch") == [1, 2, 3]
         assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
             "figures/weight_maps.png"
         ]
@@ -501,7 +528,7 @@ def test_setup_raises_when_tracking_server_is_unreachable(tmp_path: Path) -> Non
     assert not (tmp_path / "tracking.json").exists()
 
 
-def test_study_metrics_keeps_study_keys_and_renames_iteration_time() -> None:
+def test_study_metrics_keeps_study_keys_names_the_selection_and_renames_iteration_time() -> None:
     result = {
         "epoch": 2,
         "val_s_score": 0.8,
@@ -519,7 +546,7 @@ def test_study_metrics_keeps_study_keys_and_renames_iteration_time() -> None:
     assert study_metrics(result) == {
         "val_s_score": 0.8,
         "train_loss": 1.0,
-        "selected_epoch": 2.0,
+        "selected.epoch": 2.0,
         "selection_score": 0.8,
         "objective": 0.8,
         "epoch_seconds": 1.5,
@@ -640,3 +667,11 @@ def test_tune_study_with_unreachable_server_fails_before_any_trial_runs(
     assert uri in str(error.value)
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "tracking.json").exists()
+
+
+def test_run_colours_are_stable_per_label_and_distinct_for_the_shipped_ablation_rows() -> None:
+    assert run_color("full") == run_color("full")
+    assert run_color("full") != run_color("no-reg")
+    table6 = ["all-terms", "no-reg", "no-inner", "no-outer"]
+    assert len({run_color(row) for row in table6}) == len(table6)
+    assert PARENT_RUN_COLOR not in {run_color(row) for row in ["full", *table6]}
