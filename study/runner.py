@@ -85,9 +85,11 @@ def _searcher(study: Study, name: str):
     """Ray Tune's OptunaSearch for an ``optuna`` study (None for ``grid``): a TPE sampler
     seeded by ``search.seed``, the trials kept in the RDB storage of
     :meth:`Study.optuna_storage` as the Optuna study ``name``, so optuna-dashboard can
-    show them. OptunaSearch creates the Optuna study with ``load_if_exists``; on
-    ``--resume`` Tune restores the searcher's own state, which reopens the same study
-    (the pre-flight refuses a new study whose name the storage already holds)."""
+    show them, each with the user attribute ``trial_id`` (the Tune trial id of the
+    manifest, the MLflow run and the trial folder). OptunaSearch creates the Optuna study
+    with ``load_if_exists``; on ``--resume`` Tune restores the searcher's own state, which
+    reopens the same study (the pre-flight refuses a new study whose name the storage
+    already holds)."""
     url = study.optuna_storage()
     if url is None:
         return None
@@ -96,12 +98,21 @@ def _searcher(study: Study, name: str):
 
     from study.preflight import sqlite_database_path
 
+    class NamedTrialsOptunaSearch(OptunaSearch):
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            params = super().suggest(trial_id)
+            # OptunaSearch keeps no public handle on the Optuna trial it asked for.
+            ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+            if ot_trial is not None:
+                ot_trial.set_user_attr("trial_id", trial_id)
+            return params
+
     if url.startswith("sqlite"):
         database = sqlite_database_path(url)
         if database is not None:
             # SQLite creates the file, not its folder.
             database.parent.mkdir(parents=True, exist_ok=True)
-    return OptunaSearch(
+    return NamedTrialsOptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=study.search.seed),
         metric="objective",
         mode=study.trial_selection.mode,

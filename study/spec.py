@@ -869,7 +869,7 @@ def _config_problems(raw: dict[str, Any], label: str) -> list[str]:
         config_from_dict(raw, source=label)
     except ConfigError as error:
         lines = str(error).splitlines()
-        return [line.strip().replace(": Value error, ", ": ") for line in lines[1:]] or lines
+        return [line.strip() for line in lines[1:]] or lines
     return []
 
 

@@ -83,5 +83,7 @@ def test_an_interrupted_then_resumed_optuna_study_has_each_trial_once_in_its_sto
     stored = optuna.load_study(study_name="tiny", storage=study.optuna_storage())
     assert optuna.study.get_all_study_names(study.optuna_storage()) == ["tiny"]
     assert [t.state for t in stored.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    by_lam = {t.params["mask.lam"]: t.value for t in stored.trials}
-    assert by_lam == {t["params"]["mask.lam"]: t["objective"] for t in manifest["trials"]}
+    # Each Optuna trial names its Tune trial, with the params and objective of the manifest.
+    assert {t.user_attrs["trial_id"]: (t.params, t.value) for t in stored.trials} == {
+        t["trial_id"]: (t["params"], t["objective"]) for t in manifest["trials"]
+    }
