@@ -2,12 +2,13 @@
 
     wsol synth OUT                      write a synthetic dataset in the CUB-200-2011 layout
     wsol train --config FILE [--set k=v]  single-run local mode: train f and g, select by S
-    wsol study SPEC [--address ADDR] [--resume] [--name NAME]
+    wsol study SPEC [--set k=v] [--address ADDR] [--resume] [--name NAME]
                                         a grid or Optuna study on Ray Tune, logged to MLflow
-    wsol evaluate STUDY [--force] [--epoch-curve]
+    wsol evaluate STUDY [--set k=v] [--force] [--epoch-curve]
                                         score the selected checkpoints on the test split
-    wsol report STUDY                   the tables again, and a self-contained HTML page
+    wsol report STUDY [--set k=v]       the tables again, and a self-contained HTML page
     wsol data check ROOT --format NAME  validate a dataset folder in seconds (study/data_cli.py)
+    wsol --version                      the package version and the code version (git)
 
 Ray, Optuna and MLflow are imported only by the commands that need them, so the
 single-run mode starts fast and works without a cluster.
@@ -38,12 +39,54 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print the package and code versions, exit 0. Computed only when
+    asked (the code version runs git), not each time the parser is built."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    """``wsol-study <package version> (code <git describe>)``, what ``--version`` prints."""
+    import importlib.metadata
+
+    from study.version import code_version
+
+    try:
+        package = importlib.metadata.version("wsol-study")
+    except importlib.metadata.PackageNotFoundError:
+        package = "unknown (not installed)"
+    return f"wsol-study {package} (code {code_version()})"
+
+
+def _add_spec_overrides(parser: argparse.ArgumentParser, applies_to: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a field of {applies_to} by dotted path, e.g. --set base.mask.lam=0.5, "
+        "--set search.num_samples=4, --set storage=runs/x (repeatable; VALUE is YAML)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The documented argument parser of every ``wsol`` subcommand."""
     parser = argparse.ArgumentParser(
         prog="wsol",
         description="Learning a weight map for weakly-supervised localization: "
         "single runs, studies and their evaluation.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the package version and the code version (git describe), then exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -95,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Never reads the test split: score the selected checkpoints with `wsol evaluate`.",
     )
     study.add_argument("spec", type=Path, help="study spec YAML (see ablations/)")
+    _add_spec_overrides(study, "the spec")
     study.add_argument(
         "--address",
         help="Ray cluster to join: 'auto' (on a cluster node) or 'ray://HOST:10001'; "
@@ -132,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--storage, or a `wsol train` run folder",
         )
         sub.add_argument("--storage", default="studies", help="where study names are looked up")
+        _add_spec_overrides(sub, "STUDY when it is a spec YAML (the --set its study ran with)")
         sub.add_argument(
             "--out", type=Path, help="output folder (default: <study folder>/evaluation)"
         )
@@ -216,7 +261,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_study(
-            load_spec(args.spec),
+            load_spec(args.spec, args.overrides),
             address=args.address,
             resume=args.resume,
             name=args.name,
@@ -232,11 +277,29 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0 if all(s.status in EVALUABLE for s in outcome.summaries) else 1
 
 
+def spec_target(target: str, overrides: Sequence[str]) -> str:
+    """What ``evaluate``/``report`` look up: ``target`` itself, or with ``--set``
+    overrides, the study folder of the spec YAML ``target`` with them applied
+    (``<storage>/<name>``, so ``--set storage=runs/x`` finds the study it ran)."""
+    if not overrides:
+        return target
+    if not target.endswith((".yaml", ".yml")) or not Path(target).is_file():
+        raise ConfigError(
+            f"--set applies to a spec YAML file, and {target!r} is not one; pass the spec "
+            "the study was run from, or leave out --set"
+        )
+    from study import storage
+    from study.spec import load_spec
+
+    study = load_spec(target, overrides)
+    return storage.join(study.storage_path(), study.name)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from study.evaluation import evaluate
 
     evaluate(
-        args.target,
+        spec_target(args.target, args.overrides),
         storage_root=args.storage,
         out=args.out,
         force=args.force,
@@ -251,7 +314,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from study.report import report
 
-    report(args.target, storage_root=args.storage, out=args.out)
+    report(spec_target(args.target, args.overrides), storage_root=args.storage, out=args.out)
     return 0
 
 

@@ -247,6 +247,8 @@ def check_study_folder(study: Study, name: str, resume: bool, cwd: Path) -> Path
             f"study {name!r} already exists at {path}; pass --resume to finish it, "
             "or --name to start another"
         )
+    if not exists:
+        check_optuna_study_is_new(study, name, path)
     if not storage.exists(record_location):
         storage.write_json(record_location, _spec_record(study, cwd))
         return cwd
@@ -268,6 +270,37 @@ def check_study_folder(study: Study, name: str, resume: bool, cwd: Path) -> Path
             f"{lines}\nUndo the edit to resume, or start a new study with --name"
         )
     return Path(stored["cwd"])
+
+
+def check_optuna_study_is_new(study: Study, name: str, path: str) -> None:
+    """For a new ``optuna`` study: its Optuna storage holds no study called ``name``
+    (one left by an earlier study of that name whose folder was deleted), whose trials
+    OptunaSearch would load and feed to this study's sampler. A missing SQLite file
+    holds none and is not created here."""
+    url = study.optuna_storage()
+    if url is None:
+        return
+    if url.startswith("sqlite"):
+        database = sqlite_database_path(url)
+        if database is None or not database.is_file():
+            return
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        names = optuna.study.get_all_study_names(storage=url)
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as error:
+        raise StudyError(
+            f"pre-flight: the Optuna storage {url!r} (optuna.storage) cannot be opened: {error}"
+        ) from None
+    if name in names:
+        raise StudyError(
+            f"pre-flight: the Optuna storage {url} already holds a study named {name!r}, but "
+            f"there is no study {name!r} at {path} to resume (its folder was deleted?); its "
+            "trials would seed this study's sampler. Delete it with `optuna delete-study "
+            f"--study-name {name} --storage {url}`, or start this study with another --name"
+        )
 
 
 def check_inputs(study: Study, cwd: Path) -> None:

@@ -86,16 +86,43 @@ def search_space(study: Study) -> dict[str, Any]:
     return space
 
 
-def _searcher(study: Study):
-    if study.search.algorithm != "optuna":
+def _searcher(study: Study, name: str):
+    """Ray Tune's OptunaSearch for an ``optuna`` study (None for ``grid``): a TPE sampler
+    seeded by ``search.seed``, the trials kept in the RDB storage of
+    :meth:`Study.optuna_storage` as the Optuna study ``name``, so optuna-dashboard can
+    show them, each with the user attribute ``trial_id`` (the Tune trial id of the
+    manifest, the MLflow run and the trial folder). OptunaSearch creates the Optuna study
+    with ``load_if_exists``; on ``--resume`` Tune restores the searcher's own state, which
+    reopens the same study (the pre-flight refuses a new study whose name the storage
+    already holds)."""
+    url = study.optuna_storage()
+    if url is None:
         return None
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(
+    from study.preflight import sqlite_database_path
+
+    class NamedTrialsOptunaSearch(OptunaSearch):
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            params = super().suggest(trial_id)
+            # OptunaSearch keeps no public handle on the Optuna trial it asked for.
+            ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+            if ot_trial is not None:
+                ot_trial.set_user_attr("trial_id", trial_id)
+            return params
+
+    if url.startswith("sqlite"):
+        database = sqlite_database_path(url)
+        if database is not None:
+            # SQLite creates the file, not its folder.
+            database.parent.mkdir(parents=True, exist_ok=True)
+    return NamedTrialsOptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=study.search.seed),
         metric="objective",
         mode=study.trial_selection.mode,
+        study_name=name,
+        storage=optuna.storages.RDBStorage(url),
     )
 
 
@@ -145,7 +172,7 @@ def build_tuner(
         metric=None if scheduler else "objective",
         mode=None if scheduler else study.trial_selection.mode,
         scheduler=scheduler,
-        search_alg=_searcher(study),
+        search_alg=_searcher(study, name),
         num_samples=study.search.num_samples,
         max_concurrent_trials=study.max_concurrent_trials or None,
         trial_name_creator=_trial_name,

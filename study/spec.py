@@ -18,17 +18,20 @@ where they are tracked (``mlflow``)::
     resources: {cpu: 1, gpu: 0.25}          # per trial
     classifier_resources: {cpu: 4, gpu: 1}  # per f of the classifier stage (default: resources)
     storage: studies
+    optuna: {storage: null}                 # default sqlite:///<storage>/optuna.db
 
 :func:`load_spec` / :func:`spec_from_dict` validate everything that can be checked
 without training: every error line names the field path (``search_space.mask.lam.
 loguniform``), says what is expected, and the message starts with the spec's file. A
-:class:`Study` that loads is one whose every trial config validates.
+:class:`Study` that loads is one whose every trial config validates. ``load_spec(path,
+overrides)`` applies ``--set KEY=VALUE`` overrides (dotted paths into the spec, see
+:func:`apply_spec_overrides`) before validating, so they are checked like the file.
 
 This module imports neither Ray nor Optuna nor MLflow: the runner turns a
 :class:`Dimension` into a Tune domain (``grid`` -> ``tune.grid_search``, ``choice`` ->
 ``tune.choice``, ``uniform`` -> ``tune.uniform``, ``loguniform`` -> ``tune.loguniform``).
 
-Paths: a local ``storage`` (and the default MLflow database under it) is resolved
+Paths: a local ``storage`` (and the default MLflow and Optuna databases under it) is resolved
 against the *current working directory*, as with every other relative path a user types
 (``data.root`` in a config, ``--out``), not against the spec file's folder.
 """
@@ -40,10 +43,12 @@ import itertools
 import json
 import math
 import re
+import shlex
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -60,6 +65,7 @@ from wsol.config import (
     classifier_key,
     config_from_dict,
     flatten_config,
+    parse_override,
     read_yaml_mapping,
     set_dotted,
 )
@@ -89,6 +95,9 @@ KNOWN_SELECTION_METRICS = ("val_s_score", "val_gt_known_loc")
 # before any mask trial starts, so their values must be enumerable up front (grid only).
 CLASSIFIER_SECTIONS = ("classifier.", "data.")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# SQLAlchemy database URLs Optuna's RDBStorage opens (dialect, optional +driver).
+_RDB_URL = re.compile(r"^(sqlite|postgresql|mysql|oracle|mssql)(\+[A-Za-z0-9_]+)?://")
+DIMENSION_KINDS = ("grid", "choice", "uniform", "loguniform")
 
 
 class SpecError(ConfigError):
@@ -298,6 +307,35 @@ class MlflowConfig(_SpecModel):
     experiment: str | None = None
 
 
+class OptunaConfig(_SpecModel):
+    """Where an Optuna study (``search.algorithm: optuna``) keeps its trials, so that
+    ``optuna-dashboard <storage>`` shows them: an SQLAlchemy database URL
+    (``sqlite:////abs/optuna.db``, ``postgresql://user@host/db``, ``mysql://...``).
+    Default ``sqlite:///<storage>/optuna.db`` for a local storage; required for a remote
+    one. Only the driver writes it (Ray Tune's searcher runs there), so SQLite is safe
+    even on a cluster. The Optuna study is named after the study (``--name``)."""
+
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not _RDB_URL.match(url):
+            raise ValueError(
+                "expected an SQLAlchemy database URL for Optuna's RDBStorage, e.g. "
+                "sqlite:////abs/path/optuna.db or postgresql://user@host/db, got "
+                f"{url!r}"
+            )
+        if url.startswith("sqlite") and url.split("://", 1)[1] in ("", "/", "/:memory:"):
+            raise ValueError(
+                f"{url!r} is an in-memory database, gone when the study ends: give a file, "
+                "e.g. sqlite:////abs/path/optuna.db"
+            )
+        return url
+
+
 class StudySpec(_SpecModel):
     """The YAML schema of a study spec (see the module docstring)."""
 
@@ -325,6 +363,7 @@ class StudySpec(_SpecModel):
     )
     storage: str = Field("studies", min_length=1)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    optuna: OptunaConfig = Field(default_factory=OptunaConfig)
 
     @field_validator("name")
     @classmethod
@@ -371,6 +410,9 @@ class Study(StudySpec):
     """
 
     source: Path
+    # The --set overrides applied to the file (already in the fields above); kept to
+    # repeat them in the --resume command line. Not part of the spec's dump.
+    overrides: tuple[str, ...] = Field((), exclude=True)
 
     @property
     def f_resources(self) -> Resources:
@@ -489,10 +531,32 @@ class Study(StudySpec):
         """
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
+        return self._sqlite_beside_storage("mlflow.db")
+
+    def optuna_storage(self) -> str | None:
+        """The Optuna RDB storage URL of an ``optuna`` study (None for ``grid``): as
+        given, else ``sqlite:///<absolute storage>/optuna.db``, beside the MLflow store."""
+        if self.search.algorithm != "optuna":
+            return None
+        return self.optuna.storage or self._sqlite_beside_storage("optuna.db")
+
+    def _sqlite_beside_storage(self, filename: str) -> str:
         storage = self.storage_path()
         if storage.startswith("file://"):
             storage = storage.removeprefix("file://")
-        return f"sqlite:///{storage.rstrip('/')}/mlflow.db"
+        return f"sqlite:///{storage.rstrip('/')}/{filename}"
+
+    def resume_command(self, name: str) -> str:
+        """The ``wsol study`` command line that resumes this study under ``name``: the
+        spec file, its --set overrides (the resume check compares the spec with them
+        applied) and ``--name`` when it is not the spec's."""
+        parts = ["wsol", "study", str(self.source)]
+        for override in self.overrides:
+            parts += ["--set", shlex.quote(override)]
+        parts.append("--resume")
+        if name != self.name:
+            parts += ["--name", name]
+        return " ".join(parts)
 
     def experiment_name(self) -> str:
         """The MLflow experiment: ``mlflow.experiment`` or the spec name."""
@@ -561,12 +625,165 @@ def is_remote_uri(storage: str) -> bool:
     return is_uri(storage) and not storage.startswith("file://")
 
 
-def load_spec(path: str | Path) -> Study:
-    """Read and validate a study spec YAML file; SpecError names the file and each bad field."""
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Study:
+    """Read a study spec YAML file, apply ``--set KEY=VALUE`` ``overrides`` (see
+    :func:`apply_spec_overrides`), validate; SpecError names the file, each bad field
+    and, when there are overrides, says they were applied."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"study spec not found: {path}")
-    return spec_from_dict(read_yaml_mapping(path, "study spec", SpecError), source=path)
+    raw = read_yaml_mapping(path, "study spec", SpecError)
+    try:
+        raw = apply_spec_overrides(raw, overrides)
+        study = spec_from_dict(raw, source=path)
+    except SpecError as error:
+        if not overrides:
+            raise
+        applied = " ".join(f"--set {override}" for override in overrides)
+        raise SpecError(f"{error}\n  (with {applied})") from None
+    return study.model_copy(update={"overrides": tuple(overrides)})
+
+
+def apply_spec_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of the parsed spec ``raw`` with each ``KEY=VALUE`` of ``overrides`` set.
+
+    KEY is a dotted path into the spec: a field (``storage``, ``search.num_samples``,
+    ``search.scheduler.asha.grace_period``), ``base.<config key>`` (``base.mask.lam``),
+    ``rows.<label>.<config key>`` (an existing row), or ``search_space.<config
+    key>.<kind>`` (replaces that dimension, e.g. ``search_space.mask.lam.choice=[1, 2]``).
+    VALUE is parsed as YAML, as ``wsol train --set`` parses it. An unknown key raises
+    SpecError naming it and listing the valid keys at that level; types are checked when
+    the result is validated.
+    """
+    for text in overrides:
+        if "=" not in text:
+            raise SpecError(f"--set {text!r} must look like KEY=VALUE, e.g. base.mask.lam=0.5")
+        key, value = parse_override(text)
+        raw = _set_spec_key(raw, key, value)
+    return raw
+
+
+def _set_spec_key(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``raw`` with spec path ``key`` set to ``value`` (see :func:`apply_spec_overrides`)."""
+    parts = key.split(".")
+    model: type[BaseModel] = StudySpec
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        fields = model.model_fields
+        if part not in fields:
+            prefix = ".".join(parts[:depth])
+            raise SpecError(
+                f"--set {key}: unknown spec key {where!r}; valid keys here: "
+                + ", ".join(_dotted(prefix, name) for name in fields)
+            )
+        rest = parts[depth + 1 :]
+        if model is StudySpec and part in ("base", "rows", "search_space"):
+            return _set_mapping_key(raw, part, rest, key, value)
+        submodel = _model_of(fields[part].annotation)
+        if submodel is None:
+            if rest:
+                raise SpecError(f"--set {key}: {where!r} is a value, not a section")
+            return _set_path(raw, parts, value)
+        if not rest:
+            raise SpecError(
+                f"--set {key}: {where!r} is a section; set one of its fields, e.g. "
+                f"--set {where}.{next(iter(submodel.model_fields))}=..."
+            )
+        model = submodel
+    raise AssertionError("unreachable: the loop returns at a leaf")
+
+
+def _set_mapping_key(
+    raw: dict[str, Any], section: str, rest: list[str], key: str, value: Any
+) -> dict[str, Any]:
+    """Set a key under ``base`` (a config path), ``rows.<label>`` (a dotted config key
+    of an existing row) or ``search_space`` (``<config key>.<kind>``, replacing the
+    dimension)."""
+    if section == "base":
+        dotted = ".".join(rest)
+        try:
+            set_dotted({}, dotted, value)
+        except ConfigError as error:
+            raise SpecError(f"--set {key}: {error}") from None
+        return _set_path(raw, ["base", *rest], value)
+    if section == "rows":
+        rows = raw.get("rows") or {}
+        if not rest or rest[0] not in rows:
+            raise SpecError(
+                f"--set {key}: expected rows.<label>.<config key> with a row of the spec "
+                f"({', '.join(map(str, rows)) or 'it has no rows'})"
+            )
+        dotted = ".".join(rest[1:])
+        problem = _key_problem(dotted) if dotted else "name a config key of the row"
+        if problem:
+            raise SpecError(f"--set {key}: {problem}")
+        new_rows = {label: dict(overrides or {}) for label, overrides in rows.items()}
+        new_rows[rest[0]][dotted] = value
+        return {**raw, "rows": new_rows}
+    if len(rest) < 2 or rest[-1] not in DIMENSION_KINDS:
+        raise SpecError(
+            f"--set {key}: expected search_space.<config key>.<kind> with kind one of "
+            f"{', '.join(DIMENSION_KINDS)} (e.g. search_space.mask.lam.choice=[0.5, 1])"
+        )
+    dotted = ".".join(rest[:-1])
+    problem = _key_problem(dotted)
+    if problem:
+        raise SpecError(f"--set {key}: {problem}")
+    space = dict(raw.get("search_space") or {})
+    space[dotted] = {rest[-1]: value}
+    return {**raw, "search_space": space}
+
+
+def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
+    """A copy of nested ``raw`` with ``parts`` set to ``value``, creating mappings."""
+    if len(parts) == 1:
+        return {**raw, parts[0]: value}
+    child = raw.get(parts[0])
+    return {**raw, parts[0]: _set_path(child if isinstance(child, dict) else {}, parts[1:], value)}
+
+
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The spec model an annotation holds (``X``, ``X | None``), or None for a value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [arg for arg in get_args(annotation) if _model_of(arg) is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def _model_at(loc: Sequence[str | int]) -> tuple[type[BaseModel], str] | None:
+    """The spec model whose field ``loc`` names, and the dotted path of that model, by
+    walking StudySpec's annotations (through ``X | None`` and ``dict[str, X]``); None
+    when ``loc`` leaves the spec models (e.g. into ``base``, a plain mapping)."""
+    model: type[BaseModel] = StudySpec
+    walked: list[str] = []
+    index = 0
+    parents = list(loc[:-1])
+    while index < len(parents):
+        part = str(parents[index])
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        walked.append(part)
+        index += 1
+        annotation = field.annotation
+        if get_origin(annotation) is dict:
+            # dict[str, X]: the next part is a key (a dimension's config key).
+            if index >= len(parents):
+                return None
+            walked.append(str(parents[index]))
+            index += 1
+            annotation = get_args(annotation)[1]
+        submodel = _model_of(annotation)
+        if submodel is None:
+            return None
+        model = submodel
+    return model, ".".join(walked)
 
 
 def spec_from_dict(raw: Any, source: str | Path = "<dict>") -> Study:
@@ -599,6 +816,12 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        found = _model_at(item["loc"]) if item["type"] == "extra_forbidden" else None
+        if found is not None:
+            model, prefix = found
+            valid = ", ".join(_dotted(prefix, name) for name in model.model_fields)
+            problems.append(f"{path}: unknown spec key; valid keys here: {valid}")
+            continue
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         got_text = (
@@ -646,7 +869,7 @@ def _config_problems(raw: dict[str, Any], label: str) -> list[str]:
         config_from_dict(raw, source=label)
     except ConfigError as error:
         lines = str(error).splitlines()
-        return [line.strip().replace(": Value error, ", ": ") for line in lines[1:]] or lines
+        return [line.strip() for line in lines[1:]] or lines
     return []
 
 
@@ -762,6 +985,18 @@ def _check(spec: StudySpec) -> tuple[list[str], dict[str, Dimension]]:
         problems.append(
             f"mlflow.tracking_uri: required when storage is a remote URI ({spec.storage!r}); "
             "e.g. http://127.0.0.1:5000 for the MLflow server on the Ray head node"
+        )
+    if spec.optuna.storage is not None and algorithm != "optuna":
+        problems.append(
+            f"optuna.storage: read only by search.algorithm optuna, not {algorithm!r}; "
+            "remove it or set search.algorithm optuna"
+        )
+    if algorithm == "optuna" and spec.optuna.storage is None and is_remote_uri(spec.storage):
+        problems.append(
+            f"optuna.storage: required when storage is a remote URI ({spec.storage!r}) and "
+            "search.algorithm is optuna: the default SQLite file cannot live in a bucket; "
+            "e.g. sqlite:////home/<you>/optuna.db on the machine that runs `wsol study`, "
+            "or postgresql://user@host/db"
         )
     return problems, typed_space
 

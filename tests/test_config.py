@@ -58,9 +58,16 @@ def test_override_without_equals_sign_is_rejected() -> None:
         apply_overrides({}, ["mask.lam"])
 
 
-def test_crop_must_be_a_multiple_of_32() -> None:
-    with pytest.raises(ConfigError, match=r"data\.crop"):
-        config_from_dict({"data": {"crop": 50}})
+def test_crop_must_be_a_multiple_of_32_and_the_message_quotes_the_value_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"data": {"crop": 100}})
+    (line,) = [line for line in str(error.value).splitlines() if "data.crop" in line]
+    assert line.strip() == "data.crop: must be a multiple of 32 (g downsamples 5 times), got 100"
+
+
+def test_a_type_error_quotes_the_value_it_got() -> None:
+    with pytest.raises(ConfigError, match=r"mask\.epochs: .*integer.* \(got 'many'\)"):
+        config_from_dict({"mask": {"epochs": "many"}})
 
 
 def test_unknown_key_in_a_file_names_the_file_and_path(tmp_path: Path) -> None:
@@ -68,7 +75,10 @@ def test_unknown_key_in_a_file_names_the_file_and_path(tmp_path: Path) -> None:
     path.write_text("mask:\n  lamb: 2\n")
     with pytest.raises(ConfigError) as error:
         load_config(path)
-    assert str(path) in str(error.value) and "mask.lamb" in str(error.value)
+    assert str(path) in str(error.value)
+    # The same message as an unknown --set key: the valid keys of that section.
+    assert "mask.lamb: unknown config key 'mask.lamb'; valid keys here: " in str(error.value)
+    assert "mask.lam," in str(error.value)
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

@@ -251,7 +251,64 @@ def test_grid_values_are_typed_by_the_config_field(fig8: Study) -> None:
         pytest.param(make(rows={"..": {}}), ["rows", "row label '..'"], id="dot-dot-row-label"),
         pytest.param(make(rows={"a b": {}}), ["rows", "'a b'"], id="bad-row-label"),
         pytest.param(make(rows={}), ["rows", "at least one row"], id="empty-rows"),
-        pytest.param(make(seed=3), ["seed", "Extra inputs are not permitted"], id="unknown-field"),
+        pytest.param(
+            make(seed=3),
+            ["seed: unknown spec key; valid keys here: name, description, base", "storage"],
+            id="unknown-field-lists-the-spec-fields",
+        ),
+        pytest.param(
+            make(search={"algoritm": "grid"}),
+            ["search.algoritm: unknown spec key", "search.algorithm, search.num_samples"],
+            id="unknown-nested-field-lists-its-section",
+        ),
+        pytest.param(
+            make(search_space={"seed": {"gird": [0]}}),
+            ["search_space.seed.gird: unknown spec key", "search_space.seed.grid"],
+            id="unknown-dimension-kind-lists-the-kinds",
+        ),
+        pytest.param(
+            make(base={"mask": {"lamm": 1}}),
+            ["base.mask.lamm: unknown config key 'mask.lamm'; valid keys here:", "mask.lam,"],
+            id="unknown-base-key-lists-its-section",
+        ),
+        pytest.param(
+            make(base={"maks": {"lam": 1}}),
+            ["base.maks: unknown config key 'maks'; valid keys here:", "mask,", "selection"],
+            id="unknown-base-section-lists-the-sections",
+        ),
+        pytest.param(
+            make(
+                search={"algorithm": "optuna"},
+                search_space={"mask.lam": {"loguniform": [0.1, 1]}},
+                optuna={"storage": "optuna.db"},
+            ),
+            ["optuna.storage", "SQLAlchemy database URL", "'optuna.db'"],
+            id="optuna-storage-not-a-database-url",
+        ),
+        pytest.param(
+            make(
+                search={"algorithm": "optuna"},
+                search_space={"mask.lam": {"loguniform": [0.1, 1]}},
+                optuna={"storage": "sqlite://"},
+            ),
+            ["optuna.storage", "in-memory"],
+            id="optuna-storage-in-memory",
+        ),
+        pytest.param(
+            make(optuna={"storage": "sqlite:////tmp/optuna.db"}),
+            ["optuna.storage", "only by search.algorithm optuna"],
+            id="optuna-storage-on-a-grid-study",
+        ),
+        pytest.param(
+            make(
+                search={"algorithm": "optuna"},
+                search_space={"mask.lam": {"loguniform": [0.1, 1]}},
+                storage="s3://bucket/studies",
+                mlflow={"tracking_uri": "http://127.0.0.1:5000"},
+            ),
+            ["optuna.storage", "required", "remote"],
+            id="remote-storage-optuna-needs-a-storage",
+        ),
         pytest.param(
             make(search={"algorithm": "random"}), ["search.algorithm"], id="unknown-algorithm"
         ),
@@ -261,6 +318,13 @@ def test_each_rule_fails_naming_the_field_path(raw: dict[str, Any], expected: li
     message = problems(raw)
     for text in expected:
         assert text in message, f"{text!r} not in:\n{message}"
+
+
+def test_a_base_value_error_quotes_the_value_once() -> None:
+    message = problems(make(base={"data": {"crop": 100}}))
+    assert message.splitlines()[1:] == [
+        "  base.data.crop: must be a multiple of 32 (g downsamples 5 times), got 100"
+    ]
 
 
 def test_optuna_refuses_grid_dimensions_and_suggests_choice() -> None:
@@ -489,3 +553,103 @@ def test_experiment_defaults_to_the_spec_name_unless_given() -> None:
 def test_diff_keys_are_search_keys_then_row_keys(fig8: Study) -> None:
     assert fig8.diff_keys() == ["seed", "mask.lr", "mask.reg"]
     assert spec_from_dict(make()).diff_keys() == []
+
+
+OPTUNA = make(search={"algorithm": "optuna"}, search_space={"mask.lam": {"loguniform": [0.1, 1]}})
+
+
+def test_optuna_storage_defaults_to_sqlite_beside_the_mlflow_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = spec_from_dict({**OPTUNA, "storage": "studies"})
+    assert study.optuna_storage() == f"sqlite:///{tmp_path.resolve()}/studies/optuna.db"
+    assert study.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/studies/mlflow.db"
+    given = spec_from_dict({**OPTUNA, "optuna": {"storage": "postgresql://me@db/optuna"}})
+    assert given.optuna_storage() == "postgresql://me@db/optuna"
+    assert spec_from_dict(make()).optuna_storage() is None  # a grid study has no Optuna study
+
+
+def _spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fig8.yaml"
+    path.write_text(FIG8)
+    return path
+
+
+def test_set_overrides_apply_to_the_spec_before_validation(tmp_path: Path) -> None:
+    study = load_spec(
+        _spec_file(tmp_path),
+        [
+            "base.mask.lam=0.5",
+            "search.num_samples=4",
+            "storage=runs/x",
+            "rows.no-reg.mask.lam=2",
+            "search_space.seed.grid=[0, 1]",
+            "search.scheduler.asha.grace_period=3",
+        ],
+    )
+    assert study.base["mask"] == {"epochs": 3, "lam": 0.5}
+    assert study.search.num_samples == 4 and study.storage == "runs/x"
+    assert study.trial_config("no-reg", {}).mask.lam == 2
+    assert study.search_space["seed"].values == [0, 1]
+    assert study.search.scheduler.asha is not None
+    assert study.search.scheduler.asha.grace_period == 3
+    # Kept for the --resume command line, but not part of the spec itself.
+    assert "overrides" not in study.model_dump()
+    assert study.resume_command("fig8") == (
+        f"wsol study {tmp_path / 'fig8.yaml'} --set base.mask.lam=0.5 --set "
+        "search.num_samples=4 --set storage=runs/x --set rows.no-reg.mask.lam=2 --set "
+        "'search_space.seed.grid=[0, 1]' --set search.scheduler.asha.grace_period=3 --resume"
+    )
+
+
+def test_a_set_search_space_kind_replaces_the_dimension(tmp_path: Path) -> None:
+    study = load_spec(_spec_file(tmp_path), ["search_space.mask.lr.grid=[0.01]"])
+    assert study.search_space["mask.lr"].values == [0.01]
+    with pytest.raises(SpecError, match=r"search_space\.<config key>\.<kind>"):
+        load_spec(_spec_file(tmp_path), ["search_space.seed.grdi=[0]"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        pytest.param(
+            "serach.num_samples=2",
+            ["unknown spec key 'serach'", "valid keys here: name, description, base"],
+            id="unknown-top-level",
+        ),
+        pytest.param(
+            "search.num_sample=2",
+            ["unknown spec key 'search.num_sample'", "search.num_samples, search.seed"],
+            id="unknown-nested",
+        ),
+        pytest.param(
+            "base.mask.lamm=2",
+            ["--set base.mask.lamm", "unknown config key 'mask.lamm'", "mask.lam,"],
+            id="unknown-config-key",
+        ),
+        pytest.param(
+            "rows.nope.mask.lam=2", ["rows.<label>.<config key>", "full, no-reg"], id="no-row"
+        ),
+        pytest.param("search=grid", ["'search' is a section", "search.algorithm"], id="section"),
+        pytest.param("storage.path=x", ["'storage' is a value"], id="below-a-value"),
+        pytest.param("search.num_samples", ["must look like KEY=VALUE"], id="no-equals"),
+        pytest.param(
+            "search.num_samples=many",
+            ["search.num_samples", "'many'", "(with --set search.num_samples=many)"],
+            id="type-checked-by-the-schema",
+        ),
+        pytest.param(
+            "base.data.crop=100",
+            ["base.data.crop", "multiple of 32", "(with --set base.data.crop=100)"],
+            id="config-value-checked",
+        ),
+    ],
+)
+def test_a_bad_set_override_is_refused_naming_it(
+    tmp_path: Path, override: str, expected: list[str]
+) -> None:
+    with pytest.raises(SpecError) as error:
+        load_spec(_spec_file(tmp_path), [override])
+    for text in expected:
+        assert text in str(error.value), f"{text!r} not in:\n{error.value}"

@@ -118,3 +118,121 @@ def test_study_command_reports_a_bad_spec_with_exit_status_2(tmp_path: Path) -> 
 
     assert result.returncode == 2
     assert "bad.yaml" in result.stderr and "mask.lamda" in result.stderr
+
+
+# In-process: each refusal below must come before Ray starts (a local Ray takes seconds).
+
+
+def _tiny_spec_path(data: Path, tmp_path: Path, **fields) -> Path:
+    spec = tiny_spec_dict(data, tmp_path / "studies")
+    spec.update(fields)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    import ray
+
+    from study.cli import main
+
+    assert not ray.is_initialized(), "a test before this one left Ray running"
+    code = main(argv)
+    assert not ray.is_initialized(), "the command started Ray before refusing"
+    return code, capsys.readouterr().err
+
+
+def test_version_prints_the_package_and_code_versions_and_exits_0(capsys) -> None:
+    import importlib.metadata
+
+    from study.cli import main
+    from study.version import code_version
+
+    try:
+        main(["--version"])
+    except SystemExit as done:
+        assert done.code == 0
+    else:
+        raise AssertionError("--version did not exit")
+    package = importlib.metadata.version("wsol-study")
+    assert capsys.readouterr().out == f"wsol-study {package} (code {code_version()})\n"
+
+
+def test_an_existing_study_is_refused_before_ray_starts(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    from study.preflight import check_study_folder
+    from study.spec import load_spec
+
+    spec_path = _tiny_spec_path(synthetic_root, tmp_path)
+    check_study_folder(load_spec(spec_path), "tiny", False, tmp_path)  # a started study
+
+    code, err = _main(["study", str(spec_path)], capsys)
+
+    assert code == 2 and "study 'tiny' already exists" in err and "--resume" in err
+
+
+def test_study_set_overrides_are_stored_and_resume_with_other_values_is_refused(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    from study.preflight import check_study_folder
+    from study.spec import load_spec
+
+    spec_path = _tiny_spec_path(synthetic_root, tmp_path)
+    started = load_spec(spec_path, ["base.mask.lam=0.5", "search.num_samples=2"])
+    check_study_folder(started, "tiny", False, tmp_path)  # what `wsol study --set` stores
+    stored = json.loads((tmp_path / "studies" / "tiny" / "spec.json").read_text())
+    assert stored["spec"]["base"]["mask"]["lam"] == 0.5
+    assert stored["spec"]["search"]["num_samples"] == 2
+
+    argv = ["study", str(spec_path), "--set", "base.mask.lam=0.7", "--resume"]
+    code, err = _main([*argv, "--set", "search.num_samples=2"], capsys)
+
+    assert code == 2 and "--resume finishes study 'tiny' with the spec it started" in err
+    assert "base.mask.lam: 0.5 -> 0.7" in err and "num_samples" not in err
+
+
+def test_study_set_rejects_an_unknown_key_listing_the_valid_ones(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    spec_path = _tiny_spec_path(synthetic_root, tmp_path)
+
+    code, err = _main(["study", str(spec_path), "--set", "search.num_sample=4"], capsys)
+
+    assert code == 2 and "unknown spec key 'search.num_sample'" in err
+    assert "search.num_samples" in err
+
+
+def test_a_new_optuna_study_whose_name_its_optuna_storage_holds_is_refused_before_ray(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    import optuna
+
+    spec_path = _tiny_spec_path(
+        synthetic_root,
+        tmp_path,
+        rows={"full": {}},
+        search_space={"mask.lam": {"loguniform": [0.1, 10.0]}},
+        search={"algorithm": "optuna", "num_samples": 2},
+    )
+    url = f"sqlite:///{tmp_path / 'studies' / 'optuna.db'}"
+    (tmp_path / "studies").mkdir()
+    optuna.create_study(study_name="tiny", storage=url)  # left by a deleted study folder
+
+    code, err = _main(["study", str(spec_path)], capsys)
+
+    assert code == 2 and "already holds a study named 'tiny'" in err
+    assert f"optuna delete-study --study-name tiny --storage {url}" in err
+    missing_data = ["--set", f"base.data.root={tmp_path / 'nowhere'}"]
+    code, err = _main(["study", str(spec_path), "--name", "tiny2", *missing_data], capsys)
+    assert code == 2 and "nowhere" in err  # another name passes, to the data check
+
+
+def test_report_set_looks_for_the_study_under_the_overridden_storage(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    spec_path = _tiny_spec_path(synthetic_root, tmp_path)
+
+    code, err = _main(["report", str(spec_path), "--set", f"storage={tmp_path / 'x'}"], capsys)
+
+    assert code == 2 and "nothing to evaluate" in err and str(tmp_path / "x" / "tiny") in err

@@ -299,12 +299,23 @@ class ConfigError(ValueError):
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
+    """One ``<dotted field>: <problem>`` line per error under a header naming ``source``.
+
+    An unknown key lists the valid keys of its section (as :func:`set_dotted` does), and
+    the offending value is appended only when the message does not already quote it (our
+    validators say ``got ...`` themselves).
+    """
     lines = [f"invalid config ({source}):"]
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {path}: {unknown_key_message(path)}")
+            continue
         got = item.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {path}: {item['msg']}{got_text}")
+        quoted = isinstance(got, dict) or item["type"] == "value_error"
+        got_text = "" if quoted else f" (got {got!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {message}{got_text}")
     return "\n".join(lines)
 
 
@@ -379,6 +390,20 @@ def _known_paths(model: type[BaseModel], prefix: str = "") -> dict[str, type[Bas
     return paths
 
 
+def unknown_key_message(dotted: str) -> str:
+    """What is wrong with ``dotted``, a path that is not a field of :class:`RunConfig`: it
+    names the path and lists every valid key of its section (the top level for a section
+    that does not exist either), so a typo shows its correction."""
+    known = _known_paths(RunConfig)
+    parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+    if parent and parent not in known:
+        parent = ""  # the section is unknown too: list the top level
+    siblings = sorted(
+        path for path in known if (path.rsplit(".", 1)[0] if "." in path else "") == parent
+    )
+    return f"unknown config key {dotted!r}; valid keys here: {', '.join(siblings) or '(none)'}"
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """Return a copy of nested ``raw`` with ``dotted`` set to ``value``.
 
@@ -387,13 +412,7 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """
     known = _known_paths(RunConfig)
     if dotted not in known:
-        parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
-        siblings = sorted(
-            path for path in known if (path.rsplit(".", 1)[0] if "." in path else "") == parent
-        )
-        raise ConfigError(
-            f"unknown config key {dotted!r}; valid keys here: {', '.join(siblings) or '(none)'}"
-        )
+        raise ConfigError(unknown_key_message(dotted))
     if known[dotted] is not None and not isinstance(value, dict):
         raise ConfigError(
             f"{dotted!r} is a section; set one of its fields, e.g. {dotted}.<field>=..."
