@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from study import data_cli
 from wsol.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+
+# wsol.data.synthetic.SYNTHETIC_KINDS, default first, spelled out so that building the
+# parser imports no torch (tests/test_data_synthetic.py keeps the two equal).
+SYNTH_KINDS = ("stripes", "shapes", "fragments", "scale", "hard")
 
 # Flags for the common fields; each is sugar for one --set override.
 TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -102,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-per-class", type=int, default=40, help="default 40")
     synth.add_argument("--size", type=int, default=96, help="image side in px (default 96)")
     synth.add_argument("--seed", type=int, default=0, help="default 0")
+    synth.add_argument(
+        "--kind",
+        choices=SYNTH_KINDS,
+        default=SYNTH_KINDS[0],
+        help="what carries the class and what varies (default stripes, the original "
+        "set): stripes (stripe orientation on the object), shapes (a mirror-asymmetric "
+        "shape per class, random colour and texture), fragments (shapes among fragments of "
+        "other classes' shapes), scale (shapes at 10-60%% of the side), hard (all of these)",
+    )
 
     train = commands.add_parser(
         "train",
@@ -225,6 +238,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_progress(started: float) -> Callable[[int, int], None]:
+    """A progress callback for ``wsol synth`` that prints a line at every tenth of a set
+    of 500 images or more (smaller sets take about a second)."""
+
+    def report(done: int, total: int) -> None:
+        if total >= 500 and (done % max(1, total // 10) == 0 or done == total):
+            elapsed = time.perf_counter() - started
+            print(f"  {done}/{total} images ({elapsed:.0f}s)", flush=True)
+
+    return report
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from wsol.data.synthetic import synthesize_cub
 
@@ -236,11 +261,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         test_per_class=args.test_per_class,
         image_size=args.size,
         seed=args.seed,
+        progress=_synth_progress(started),
+        kind=args.kind,
     )
     total = args.classes * (args.train_per_class + args.test_per_class)
     print(
-        f"wrote {total} images ({args.classes} classes, {args.size}px) in the CUB-200-2011 "
-        f"layout to {root} in {time.perf_counter() - started:.1f}s"
+        f"wrote {total} images ({args.kind}, {args.classes} classes, {args.size}px) in the "
+        f"CUB-200-2011 layout to {root} in {time.perf_counter() - started:.1f}s"
     )
     return 0
 

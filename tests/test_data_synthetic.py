@@ -10,11 +10,23 @@ import cv2
 import numpy as np
 import pytest
 
+from study.cli import SYNTH_KINDS, build_parser
 from wsol.config import DataConfig
 from wsol.data import read_test_split, read_training_splits
 from wsol.data.dataset import read_image_rgb, read_mask
-from wsol.data.synthetic import class_name, class_texture, render_sample, synthesize_cub
+from wsol.data.synthetic import (
+    SHAPE_KINDS,
+    SYNTHETIC_KINDS,
+    class_name,
+    class_polygon,
+    class_texture,
+    render_sample,
+    render_shape_sample,
+    synthesize_cub,
+)
 from wsol.data.transforms import mask_bounding_box
+
+SHAPE_KIND_NAMES = sorted(SHAPE_KINDS)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -25,10 +37,15 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def tiny(out: Path, seed: int) -> Path:
+def tiny(out: Path, seed: int, kind: str = "stripes") -> Path:
     return synthesize_cub(
-        out, num_classes=2, train_per_class=3, test_per_class=1, image_size=48, seed=seed
+        out, num_classes=2, train_per_class=3, test_per_class=1, image_size=48, seed=seed, kind=kind
     )
+
+
+def set_digest(root: Path) -> str:
+    """One sha256 over every file's relative path and bytes."""
+    return hashlib.sha256(repr(sorted(tree_digest(root).items())).encode()).hexdigest()
 
 
 def test_same_seed_writes_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:
@@ -101,3 +118,136 @@ def test_reports_progress_per_image(tmp_path: Path) -> None:
         progress=lambda done, total: calls.append((done, total)),
     )
     assert calls == [(i, 6) for i in range(1, 7)]
+
+
+# ------------------------------------------------------------------------- kinds
+
+#: set_digest of tiny(seed=11) as written before kinds existed (commit 40ce5cd): the default
+#: kind must keep writing it, byte for byte (the README's `make demo` numbers depend on it).
+STRIPES_TINY_DIGEST = "ff70bf4af83b9c3b41c3c60eed45eb512388d7ae94c7a393bd4a90c655583b9a"
+
+
+def test_the_default_kind_writes_the_original_files_byte_for_byte(tmp_path: Path) -> None:
+    assert set_digest(tiny(tmp_path / "default", seed=11)) == STRIPES_TINY_DIGEST
+    assert set_digest(tiny(tmp_path / "stripes", seed=11, kind="stripes")) == STRIPES_TINY_DIGEST
+
+
+def test_there_are_at_least_four_kinds_and_the_cli_offers_them_all() -> None:
+    assert len(SYNTHETIC_KINDS) >= 4 and SYNTHETIC_KINDS[0] == "stripes"
+    assert SYNTH_KINDS == SYNTHETIC_KINDS
+    args = build_parser().parse_args(["synth", "out", "--kind", "hard"])
+    assert args.kind == "hard"
+    assert build_parser().parse_args(["synth", "out"]).kind == "stripes"
+
+
+@pytest.mark.parametrize("kind", SHAPE_KIND_NAMES)
+def test_same_seed_reproduces_each_kind_and_another_seed_does_not(
+    tmp_path: Path, kind: str
+) -> None:
+    first = tree_digest(tiny(tmp_path / "a", seed=3, kind=kind))
+    assert first == tree_digest(tiny(tmp_path / "b", seed=3, kind=kind))
+    other = tree_digest(tiny(tmp_path / "c", seed=4, kind=kind))
+    assert other.keys() == first.keys()
+    assert all(other[name] != first[name] for name in first if name.endswith(".jpg"))
+
+
+@pytest.mark.parametrize("kind", SHAPE_KIND_NAMES)
+def test_each_kind_reads_back_with_images_masks_and_valid_boxes(tmp_path: Path, kind: str) -> None:
+    root = synthesize_cub(
+        tmp_path / kind,
+        num_classes=3,
+        train_per_class=4,
+        test_per_class=2,
+        image_size=56,
+        kind=kind,
+    )
+    config = DataConfig(root=root, val_fraction=0.25, require_masks=True)
+    splits = read_training_splits(config)
+    test = read_test_split(config)
+    assert splits.class_names == ["001.Shape_01", "002.Shape_02", "003.Shape_03"]
+    assert Counter(s.label for s in splits.train + splits.val) == {0: 4, 1: 4, 2: 4}
+    assert Counter(s.label for s in test) == {0: 2, 1: 2, 2: 2}
+    for sample in splits.train + splits.val + test:
+        image, mask = read_image_rgb(sample.image_path), read_mask(sample.mask_path)
+        assert image.shape == (56, 56, 3) and image.dtype == np.uint8
+        assert mask.shape == (56, 56) and mask.any()
+        (x0, y0, x1, y1), *rest = sample.boxes
+        assert not rest and 0 <= x0 <= x1 < 56 and 0 <= y0 <= y1 < 56
+        assert mask_bounding_box(mask) == (x0, y0, x1, y1)
+
+
+def _best_iou_with_turns(first: np.ndarray, second: np.ndarray) -> float:
+    """Best IoU of two masks over rotations of ``second`` by -45..45 degrees about its
+    centroid, after moving it onto ``first``'s centroid (computed here, not by the module)."""
+
+    def centroid(mask: np.ndarray) -> tuple[float, float]:
+        ys, xs = np.nonzero(mask)
+        return float(xs.mean()), float(ys.mean())
+
+    (fx, fy), (sx, sy) = centroid(first), centroid(second)
+    best = 0.0
+    for degrees in np.arange(-45.0, 45.1, 2.5):
+        matrix = cv2.getRotationMatrix2D((sx, sy), float(degrees), 1.0)
+        matrix[:, 2] += (fx - sx, fy - sy)
+        turned = cv2.warpAffine(second.astype(np.uint8), matrix, first.shape[::-1]) > 0
+        best = max(best, float((first & turned).sum() / (first | turned).sum()))
+    return best
+
+
+def _canonical_mask(points: np.ndarray, side: int = 96) -> np.ndarray:
+    canvas = np.zeros((side, side), np.uint8)
+    cv2.fillPoly(canvas, [np.round(points * side * 0.2 + side / 2).astype(np.int32)], 1)
+    return canvas > 0
+
+
+def test_no_shape_class_matches_its_own_mirror_image_at_any_turn() -> None:
+    for class_index in range(10):
+        mask = _canonical_mask(class_polygon(class_index))
+        mirror = mask[:, ::-1]
+        assert _best_iou_with_turns(mask, mirror) <= 0.8, f"class {class_index}"
+
+
+def test_shape_classes_differ_from_each_other_and_from_each_others_mirrors() -> None:
+    masks = [_canonical_mask(class_polygon(k)) for k in range(10)]
+    for a in range(10):
+        for b in range(a):
+            assert _best_iou_with_turns(masks[a], masks[b]) <= 0.8, (a, b)
+            assert _best_iou_with_turns(masks[a], masks[b][:, ::-1]) <= 0.8, (a, b)
+
+
+def test_colour_texture_and_background_are_drawn_independently_of_the_class() -> None:
+    for seed in range(5):
+        first, first_mask = render_shape_sample(np.random.default_rng(seed), 0, 4, 64, "shapes")
+        second, second_mask = render_shape_sample(np.random.default_rng(seed), 3, 4, 64, "shapes")
+        assert not np.array_equal(first_mask, second_mask)
+        both, neither = first_mask & second_mask, ~(first_mask | second_mask)
+        assert both.any() or not (first_mask.any() and second_mask.any())
+        np.testing.assert_array_equal(first[both], second[both])  # the same texture
+        np.testing.assert_array_equal(first[neither], second[neither])  # the same background
+
+
+@pytest.mark.parametrize(("kind", "smallest"), [("shapes", 0.25), ("scale", 0.1), ("hard", 0.1)])
+def test_object_longer_side_spans_the_kinds_scale_range(kind: str, smallest: float) -> None:
+    sides = []
+    for seed in range(60):
+        _, mask = render_shape_sample(np.random.default_rng(seed), seed % 5, 5, 100, kind)
+        x0, y0, x1, y1 = mask_bounding_box(mask)
+        sides.append(max(x1 - x0 + 1, y1 - y0 + 1))
+    assert smallest * 100 - 2 <= min(sides) <= smallest * 100 + 8
+    assert 52 <= max(sides) <= 62
+
+
+def test_fragment_kinds_add_clutter_the_plain_kind_does_not_have() -> None:
+    changed = 0
+    for seed in range(10):
+        plain, plain_mask = render_shape_sample(np.random.default_rng(seed), 1, 4, 64, "shapes")
+        cluttered, mask = render_shape_sample(np.random.default_rng(seed), 1, 4, 64, "fragments")
+        outside = ~(plain_mask | mask)  # the same background under both; fragments differ
+        difference = np.abs(plain.astype(int) - cluttered.astype(int)).max(axis=2)
+        changed += int((difference[outside] > 40).sum())
+    assert changed > 10 * 64 * 64 * 0.02  # 4 % measured: 2-4 fragments per image
+
+
+def test_refuses_an_unknown_kind_naming_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown synthetic kind 'zebra'.*stripes, shapes"):
+        synthesize_cub(tmp_path / "z", kind="zebra")

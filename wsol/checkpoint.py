@@ -73,25 +73,47 @@ def save_classifier(
     config: RunConfig,
     class_names: list[str],
     history: list[dict[str, Any]],
+    training_state: dict[str, Any] | None = None,
 ) -> None:
     """classifier.pt: the model, the config it was trained with, class names, metrics.
+
+    ``training_state`` (``optimizer`` and ``lr_scheduler`` state dicts, ``epoch``), which
+    the f loop's per-epoch save passes, makes it a checkpoint f's training can resume from
+    (:func:`load_classifier_state`); the final classifier.pt of a run leaves it out.
 
     For Method II's embedding network the model's state holds its training-split class
     means (buffers ``class_means``, ``class_counts``), which classify by nearest mean.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "classifier",
-            "model": classifier.state_dict(),
-            "config": config.model_dump(mode="json"),
-            "class_names": class_names,
-            "history": history,
-        },
-        path,
-    )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "classifier",
+        "model": classifier.state_dict(),
+        "config": config.model_dump(mode="json"),
+        "class_names": class_names,
+        "history": history,
+    }
+    if training_state is not None:
+        payload.update(
+            optimizer=training_state["optimizer"],
+            lr_scheduler=training_state["lr_scheduler"],
+            epoch=training_state["epoch"],
+        )
+    torch.save(payload, path)
+
+
+def load_classifier_state(path: Path) -> dict[str, Any]:
+    """A per-epoch classifier.pt as the f loop's ``resume_state``: ``model``,
+    ``optimizer``, ``lr_scheduler``, ``epoch``, ``history`` (and the rest of the file).
+    CheckpointError when it holds no training state (a run's final classifier.pt)."""
+    state = _load(path, "classifier", "classifier")
+    if state.get("optimizer") is None or state.get("lr_scheduler") is None:
+        raise CheckpointError(
+            f"{path} holds f's weights only (a run's final classifier.pt), not the optimizer "
+            "and schedule state a resume needs; resume from a per-epoch checkpoint"
+        )
+    return state
 
 
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

@@ -76,6 +76,73 @@ def make_optimizer(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
 
 
+LrScheduleName = Literal["step", "cosine", "onecycle"]
+#: Schedules stepped after every optimizer step (the others after every epoch).
+PER_STEP_SCHEDULES = ("cosine", "onecycle")
+
+
+@dataclass
+class LrSchedule:
+    """A learning-rate schedule of :mod:`torch.optim.lr_scheduler` and when it steps.
+
+    The loop calls :meth:`after_step` after every optimizer step and :meth:`after_epoch`
+    after every epoch; the scheduler advances on one of the two (``per_step``).
+    ``state_dict`` / ``load_state_dict`` are the scheduler's, for checkpoints."""
+
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    per_step: bool
+
+    def after_step(self) -> None:
+        if self.per_step:
+            self.scheduler.step()
+
+    def after_epoch(self) -> None:
+        if not self.per_step:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def make_lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    name: LrScheduleName,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    lr_step: int,
+    lr_gamma: float,
+) -> LrSchedule:
+    """The schedule ``name`` (``classifier.schedule``) over ``epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps, starting from the optimizer's lr.
+
+    'step': ``StepLR(lr_step, lr_gamma)`` per epoch (the paper's). 'cosine':
+    ``CosineAnnealingLR`` from lr to 0 over all ``epochs * steps_per_epoch`` steps.
+    'onecycle': ``OneCycleLR`` with max_lr = lr over all steps (torch's defaults: 30 %
+    warm-up from lr/25, cosine annealing to lr/2.5e5), its momentum cycling off so the
+    optimizer's momentum (or Adam's beta1) stays as configured.
+    """
+    total_steps = epochs * steps_per_epoch
+    if name == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, lr_step, lr_gamma)
+        return LrSchedule(scheduler, per_step=False)
+    if total_steps < 1:
+        raise ValueError(f"schedule {name!r} needs at least one step, got {total_steps}")
+    if name == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return LrSchedule(scheduler, per_step=True)
+    if name == "onecycle":
+        max_lr = optimizer.param_groups[0]["lr"]
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total_steps, cycle_momentum=False
+        )
+        return LrSchedule(scheduler, per_step=True)
+    raise ValueError(f"unknown schedule {name!r}; expected step, cosine or onecycle")
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
     if hasattr(os, "sched_getaffinity"):

@@ -91,6 +91,12 @@ class DataConfig(StrictModel):
         description="Node-local folder of the decoded-image cache (default: $WSOL_CACHE_DIR, "
         "else ~/.cache/wsol-study/decoded-images).",
     )
+    hflip: bool = Field(
+        True,
+        description="The training transform's random horizontal flip (p = 0.5), for f's and "
+        "g's training alike (the paper's augmentation). false: no flips, for classes whose "
+        "mirror image is another or an unseen object (`wsol synth --kind shapes`).",
+    )
     require_masks: bool = Field(
         False,
         description="Every image must have a segmentation mask, so that PxAP can be computed "
@@ -150,6 +156,22 @@ class ClassifierConfig(StrictModel):
         80, ge=1, description="The learning rate is multiplied by lr_gamma every lr_step epochs."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1)
+    schedule: Literal["step", "cosine", "onecycle"] = Field(
+        "step",
+        description="f's learning-rate schedule (wsol.compute.make_lr_schedule). 'step': lr "
+        "times lr_gamma every lr_step epochs (the paper's). 'cosine': cosine annealing from "
+        "lr to 0 over every optimizer step of the run. 'onecycle': torch's one-cycle policy "
+        "over every step (warm-up over the first 30 % from lr/25 to lr, then cosine down to "
+        "lr/2.5e5; momentum stays as configured). lr_step and lr_gamma are read by 'step' only.",
+    )
+    width: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="Multiplier of the ResNet's channel counts (64, 128, 256, 512 times it, "
+        "rounded), for f trained from scratch: 0.5 has about a quarter of the parameters. "
+        "Anything but 1 needs pretrained: false and no weights_path (the weights would not fit).",
+    )
     embedding_dim: int = Field(
         200, ge=1, description="Method II: the 512-d pooled features are projected to this."
     )
@@ -168,6 +190,17 @@ class ClassifierConfig(StrictModel):
     triplets_per_anchor: int = Field(
         1, ge=1, description="Method II: triplets per training image (as anchor) per epoch."
     )
+
+    @model_validator(mode="after")
+    def _width_needs_scratch_training(self) -> ClassifierConfig:
+        if self.width != 1.0 and (self.pretrained or self.weights_path is not None):
+            source = "weights_path" if self.weights_path is not None else "pretrained: true"
+            raise ValueError(
+                f"width={self.width:g} scales every channel count of f's backbone, so "
+                f"ImageNet-shaped weights ({source}) cannot be loaded into it; set "
+                "classifier.pretrained: false and no classifier.weights_path, or width: 1"
+            )
+        return self
 
 
 # Bumped when the meaning of classifier_key's inputs changes, so stale f's are not reused.
@@ -484,6 +517,14 @@ def config_to_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
+# Fields added after classifier keys were first stored, with their defaults: in the key
+# only when set to something else, so a config that leaves them alone keeps its key (and
+# reuses the f stored under it).
+_IN_KEY_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
+    "data": {"hflip": True},
+    "classifier": {"schedule": "step", "width": 1.0},
+}
+
 # data fields that do not change f: the loader's worker count, require_masks (a check), and
 # the decoded-image cache (it serves identical items).
 _DATA_NOT_IN_F = ("num_workers", "require_masks", "cache", "cache_dir")
@@ -506,6 +547,8 @@ def classifier_key(config: RunConfig) -> str:
     but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
+    ``data.hflip``, ``classifier.schedule`` and ``classifier.width`` are in only when they
+    differ from their defaults (true, step, 1.0), so keys from before they existed stay valid.
     Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
     embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
     leaves them out, as they do not change it: a Siamese embedding network never shares
@@ -525,9 +568,14 @@ def classifier_identity(config: RunConfig) -> dict[str, Any]:
         }
     else:
         classifier["kind"] = config.classifier_kind
+    data = {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F}
+    for section, fields in (("data", data), ("classifier", classifier)):
+        for key, default in _IN_KEY_UNLESS_DEFAULT[section].items():
+            if fields.get(key) == default:
+                del fields[key]
     content = {
         "version": _CLASSIFIER_KEY_VERSION,
-        "data": {key: value for key, value in dumped["data"].items() if key not in _DATA_NOT_IN_F},
+        "data": data,
         "classifier": classifier,
         "deterministic": dumped["deterministic"],
     }

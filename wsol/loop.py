@@ -33,7 +33,15 @@ from wsol.checkpoint import (
     save_mask_state,
     save_mask_weights,
 )
-from wsol.compute import Runtime, make_optimizer, resolve_device, runtime_for, seed_everything
+from wsol.compute import (
+    PER_STEP_SCHEDULES,
+    Runtime,
+    make_lr_schedule,
+    make_optimizer,
+    resolve_device,
+    runtime_for,
+    seed_everything,
+)
 from wsol.config import ConfigError, RunConfig
 from wsol.data import DatasetError, TrainingSplits, WsolDataset, make_dataset
 from wsol.data.transforms import normalize
@@ -142,14 +150,23 @@ def train_classifier(
     splits: TrainingSplits,
     on_epoch: EpochCallback | None = None,
     *,
+    resume_state: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train f as ``mask.method`` needs it; returns (frozen f, per-epoch metrics).
 
-    Metrics each epoch: ``val_top1_cls`` (%), ``val_loss``, ``train_loss``, ``lr``. The
-    paper: SGD, batch 16, lr 1e-3, wd 1e-4, lr/10 every 80 epochs, 200 epochs; all from
-    ``config.classifier``, whose ``seed`` alone seeds f's training. A non-finite training
-    loss stops the run with an error naming the epoch, before anything is saved.
+    Metrics each epoch: ``val_top1_cls`` (%), ``val_loss``, ``train_loss``, ``lr`` (at
+    the epoch's first step). The paper: SGD, batch 16, lr 1e-3, wd 1e-4, lr/10 every 80
+    epochs, 200 epochs; all from ``config.classifier``, whose ``seed`` alone seeds f's
+    training and whose ``schedule`` picks the learning-rate schedule
+    (:func:`wsol.compute.make_lr_schedule`). A non-finite training loss stops the run with
+    an error naming the epoch, before anything is saved.
+
+    Each epoch's ``save(path)`` writes a classifier.pt that also holds the optimizer's
+    and the schedule's state and the epoch; passing it back loaded
+    (:func:`wsol.checkpoint.load_classifier_state`) as ``resume_state`` continues after
+    that epoch, as an uninterrupted run would on CPU (data order and augmentation are
+    seeded per epoch).
     """
     cfg = config.classifier
     method = method_of(config, splits)
@@ -160,18 +177,43 @@ def train_classifier(
     optimizer = make_optimizer(
         classifier.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
     train_set = make_dataset(splits.train, config.data, train=True, seed=cfg.seed)
     val_set = make_dataset(splits.val, config.data, train=False, seed=cfg.seed)
+    # Per-step schedules need the run's step count up front; every epoch has as many.
+    steps_per_epoch = (
+        len(method.f_batches(train_set, 1, device)) if cfg.schedule in PER_STEP_SCHEDULES else 0
+    )
+    schedule = make_lr_schedule(
+        optimizer,
+        cfg.schedule,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        lr_step=cfg.lr_step,
+        lr_gamma=cfg.lr_gamma,
+    )
     history: list[dict[str, float]] = []
-    for epoch in range(1, cfg.epochs + 1):
+    start_epoch = 1
+    if resume_state is not None:
+        classifier.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        schedule.load_state_dict(resume_state["lr_scheduler"])
+        history = list(resume_state["history"])
+        start_epoch = resume_state["epoch"] + 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
         classifier.train()
         loader = method.f_batches(train_set, epoch, device)
+        if schedule.per_step and len(loader) != steps_per_epoch:
+            raise RuntimeError(
+                f"f's epoch {epoch} has {len(loader)} batches, epoch 1 had {steps_per_epoch}: "
+                f"classifier.schedule={cfg.schedule} needs the same number every epoch"
+            )
+        lr = optimizer.param_groups[0]["lr"]
         # Summed on the device and read once per epoch: no host sync per step.
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
         for batch in _progress(loader, progress, f"f epoch {epoch}/{cfg.epochs}", len(loader)):
             count, loss = method.f_step(classifier, optimizer, batch, runtime)
+            schedule.after_step()
             loss_sum += loss.double() * count
             seen += count
         train_loss = loss_sum.item() / max(seen, 1)
@@ -182,8 +224,7 @@ def train_classifier(
                 f"f diverged in epoch {epoch}: its {what} (classifier.lr={cfg.lr:g}, "
                 f"classifier.optimizer={cfg.optimizer}); nothing was saved"
             )
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        schedule.after_epoch()
         metrics = {
             **method.f_validate(classifier, val_set, runtime),
             "train_loss": train_loss,
@@ -192,8 +233,19 @@ def train_classifier(
         history.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
 
-            def save(path: Path, _history: list = history) -> None:
-                save_classifier(path, classifier, config, splits.class_names, _history)
+            def save(path: Path, _history: list = history, _epoch: int = epoch) -> None:
+                save_classifier(
+                    path,
+                    classifier,
+                    config,
+                    splits.class_names,
+                    _history,
+                    training_state={
+                        "optimizer": optimizer.state_dict(),
+                        "lr_scheduler": schedule.state_dict(),
+                        "epoch": _epoch,
+                    },
+                )
 
             on_epoch(EpochReport(epoch=epoch, metrics=metrics), save)
     return freeze(classifier), history

@@ -359,6 +359,7 @@ def _backbone(config: ClassifierConfig) -> dict[str, Any]:
         "pretrained": config.pretrained,
         "weights_path": config.weights_path,
         "small_input_stem": config.small_input_stem,
+        "width": config.width,
     }
 
 

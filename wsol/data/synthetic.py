@@ -23,13 +23,35 @@ after 4-6 epochs of about 5 s each on 2 CPU threads.
 
 Files are written from per-image generators seeded by (seed, class, index), so the
 same arguments give byte-identical files.
+
+Kinds (``kind=``, ``wsol synth --kind``). The above is ``stripes``, the default, whose
+output is byte-for-byte what it was before kinds existed. The other kinds put the class
+in the object's *shape* and vary one axis each, so a recipe tuned on one kind can be
+judged on the others:
+
+- ``shapes``: each class is one fixed polygon (:func:`class_polygon`) that is not
+  mirror-symmetric: its mirror image differs from it, and from every other class and
+  its mirror, by at least ``MIN_SHAPE_DISTANCE`` (1 - IoU, best over rotations of
+  +-``2 * SHAPE_TURN_DEG``), so a horizontal flip turns a class into an unseen shape.
+  Each image turns it by up to ``SHAPE_TURN_DEG`` degrees and stretches it by up to
+  ``SHAPE_STRETCH``; its longer side is 25-60 % of the image side. Colour and texture
+  (plain, stripes of any angle and period, checks, a gradient; two random colours) are
+  drawn per image, never from the class. The background is the ``stripes`` kind's.
+- ``fragments``: as ``shapes``, and the clutter includes 2-4 fragments of *other*
+  classes' shapes (30-60 % of such a shape, cut by a random straight line), textured
+  like objects, so a part of a shape is no evidence of its class.
+- ``scale``: as ``shapes`` with the object's longer side 10-60 % of the image side.
+- ``hard``: everything at once: fragments and 10-60 % scale.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -44,6 +66,26 @@ OBJECT_SIZE_RANGE = (0.25, 0.6)
 JPEG_QUALITY = 95
 
 Progress = Callable[[int, int], None]
+
+SyntheticKind = Literal["stripes", "shapes", "fragments", "scale", "hard"]
+SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
+DEFAULT_KIND = "stripes"
+
+#: Shape kinds: the seed of the class polygons (fixed, so a class is the same shape in
+#: every dataset, whatever its seed), their vertex count and radius range.
+SHAPE_SEED = 20_111_431
+SHAPE_VERTICES = 7
+SHAPE_RADIUS_RANGE = (0.35, 1.0)
+#: Per-image rotation (degrees, either way) and stretch of one axis (factor 1 +- this).
+SHAPE_TURN_DEG = 20.0
+SHAPE_STRETCH = 0.15
+#: Least 1 - IoU between a class polygon and its mirror, another class's polygon or
+#: that one's mirror, over relative rotations of +-2 * SHAPE_TURN_DEG.
+MIN_SHAPE_DISTANCE = 0.3
+_SHAPE_RASTER = 64
+_SHAPE_TURN_STEP_DEG = 5.0
+#: A fragment keeps this share of a shape's pixels.
+FRAGMENT_SHARE_RANGE = (0.3, 0.6)
 
 
 def class_texture(class_index: int, num_classes: int) -> tuple[float, int]:
@@ -162,6 +204,208 @@ def render_sample(
     return image, mask
 
 
+# --------------------------------------------------------------------------- shape kinds
+
+
+@dataclass(frozen=True)
+class ShapeKind:
+    """How a shape kind draws an image: the object's longer side as a share of the image
+    side, and how many fragments of other classes' shapes the clutter holds."""
+
+    size_range: tuple[float, float]
+    fragments: tuple[int, int]
+
+
+SHAPE_KINDS: dict[str, ShapeKind] = {
+    "shapes": ShapeKind(size_range=(0.25, 0.6), fragments=(0, 0)),
+    "fragments": ShapeKind(size_range=(0.25, 0.6), fragments=(2, 4)),
+    "scale": ShapeKind(size_range=(0.1, 0.6), fragments=(0, 0)),
+    "hard": ShapeKind(size_range=(0.1, 0.6), fragments=(2, 4)),
+}
+
+
+def _turned(points: np.ndarray, degrees: float) -> np.ndarray:
+    theta = math.radians(degrees)
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    return points @ rotation.T
+
+
+def _polygon_centroid(points: np.ndarray) -> np.ndarray:
+    """Area centroid of a simple polygon (shoelace formula)."""
+    x, y = points[:, 0], points[:, 1]
+    x_next, y_next = np.roll(x, -1), np.roll(y, -1)
+    cross = x * y_next - x_next * y
+    area = cross.sum() / 2.0
+    return np.array([((x + x_next) * cross).sum(), ((y + y_next) * cross).sum()]) / (6.0 * area)
+
+
+def shape_raster(points: np.ndarray, degrees: float = 0.0, mirror: bool = False) -> np.ndarray:
+    """``points`` (a unit-RMS-radius polygon), mirrored left-right if asked, turned by
+    ``degrees`` and drawn with its area centroid at the centre of a 64 x 64 bool mask."""
+    placed = points * np.array([-1.0, 1.0]) if mirror else points
+    placed = _turned(placed, degrees)
+    placed = placed - _polygon_centroid(placed)
+    canvas = np.zeros((_SHAPE_RASTER, _SHAPE_RASTER), np.uint8)
+    _fill(canvas, placed * (0.22 * _SHAPE_RASTER) + _SHAPE_RASTER / 2.0, 1)
+    return canvas.astype(bool)
+
+
+def shape_distance(first: np.ndarray, second: np.ndarray, mirror: bool) -> float:
+    """1 - the best IoU of ``first`` with ``second`` (mirrored if ``mirror``) turned by
+    any multiple of 5 degrees within +-2 * SHAPE_TURN_DEG, centroids aligned."""
+    reference = shape_raster(first)
+    span = 2.0 * SHAPE_TURN_DEG
+    best = 0.0
+    for degrees in np.arange(-span, span + 1e-9, _SHAPE_TURN_STEP_DEG):
+        other = shape_raster(second, float(degrees), mirror)
+        best = max(best, float((reference & other).sum() / (reference | other).sum()))
+    return 1.0 - best
+
+
+def _candidate_polygon(rng: np.random.Generator) -> np.ndarray:
+    """A star-shaped polygon (vertices at sorted random angles, random radii), centred on
+    its area centroid, scaled to unit RMS vertex radius."""
+    angles = np.sort(rng.uniform(0.0, 2.0 * np.pi, SHAPE_VERTICES))
+    radii = rng.uniform(*SHAPE_RADIUS_RANGE, SHAPE_VERTICES)
+    points = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    points = points - _polygon_centroid(points)
+    return points / math.sqrt(float((points**2).sum(axis=1).mean()))
+
+
+@cache
+def _class_polygon_cached(class_index: int) -> np.ndarray:
+    earlier = [class_polygon(k) for k in range(class_index)]
+    rng = np.random.default_rng([SHAPE_SEED, class_index])
+    while True:  # about two candidates per class (measured for 12 classes)
+        candidate = _candidate_polygon(rng)
+        if shape_distance(candidate, candidate, mirror=True) < MIN_SHAPE_DISTANCE:
+            continue
+        if all(
+            shape_distance(candidate, other, mirror) >= MIN_SHAPE_DISTANCE
+            for other in earlier
+            for mirror in (False, True)
+        ):
+            candidate.setflags(write=False)
+            return candidate
+
+
+def class_polygon(class_index: int) -> np.ndarray:
+    """The shape kinds' polygon (M,2) of class ``class_index``: unit RMS radius, centred,
+    y down. Fixed by SHAPE_SEED and the class index alone (not the dataset's seed or
+    class count), drawn until it is at least MIN_SHAPE_DISTANCE from its own mirror and
+    from every earlier class's polygon and that one's mirror. Read-only."""
+    if class_index < 0:
+        raise ValueError(f"class_index must be >= 0, got {class_index}")
+    return _class_polygon_cached(class_index)
+
+
+def shape_class_name(class_index: int) -> str:
+    """CUB-style class name of a shape kind, e.g. ``'003.Shape_03'``."""
+    return f"{class_index + 1:03d}.Shape_{class_index + 1:02d}"
+
+
+def _object_outline(rng: np.random.Generator, class_index: int, longer_side: float) -> np.ndarray:
+    """The class polygon, stretched, turned and scaled so its longer side is
+    ``longer_side`` px, with its bounding box's top-left corner at the origin."""
+    stretch = np.array([rng.uniform(1.0 - SHAPE_STRETCH, 1.0 + SHAPE_STRETCH), 1.0])
+    points = _turned(class_polygon(class_index) * stretch, rng.uniform(-1, 1) * SHAPE_TURN_DEG)
+    points = points - points.min(axis=0)
+    return points * (longer_side / max(float(points.max()), 1e-9))
+
+
+def _random_texture(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
+    """A size x size x 3 float texture that carries no class: plain, stripes (any angle
+    and period), checks or a gradient, in two random contrasting colours."""
+    dark, light = _contrasting_colours(rng, min_difference=60.0)
+    pattern = int(rng.integers(0, 4))
+    if pattern == 0:
+        return np.broadcast_to(dark, (size, size, 3)).astype(np.float32)
+    theta = rng.uniform(0.0, np.pi)
+    across = grid[0] * math.cos(theta) + grid[1] * math.sin(theta)
+    period = rng.uniform(0.05, 0.2) * size
+    if pattern == 1:
+        weight = (np.sin(2.0 * np.pi * across / period + rng.uniform(0, 2 * np.pi)) > 0).astype(
+            np.float32
+        )
+    elif pattern == 2:
+        along = -grid[0] * math.sin(theta) + grid[1] * math.cos(theta)
+        weight = ((np.floor(across / period) + np.floor(along / period)) % 2).astype(np.float32)
+    else:
+        weight = (across - across.min()) / max(float(np.ptp(across)), 1e-9)
+    return dark + (light - dark) * weight[..., None]
+
+
+def _paint(image: np.ndarray, region: np.ndarray, texture: np.ndarray) -> None:
+    image[region] = texture[region].astype(np.uint8)
+
+
+def _fragment_region(
+    rng: np.random.Generator, class_index: int, size: int, kind: ShapeKind
+) -> np.ndarray:
+    """Part of another class's shape: the shape placed anywhere (partly outside the image
+    too) and cut by a random straight line keeping 30-60 % of its pixels."""
+    longer = rng.uniform(*kind.size_range) * size
+    outline = _object_outline(rng, class_index, longer)
+    outline = outline + rng.uniform(-0.2 * longer, size - 0.8 * longer, size=2)
+    canvas = np.zeros((size, size), np.uint8)
+    _fill(canvas, outline, 1)
+    ys, xs = np.nonzero(canvas)
+    if xs.size == 0:
+        return canvas.astype(bool)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    projection = xs * math.cos(theta) + ys * math.sin(theta)
+    cut = np.quantile(projection, rng.uniform(*FRAGMENT_SHARE_RANGE))
+    region = np.zeros((size, size), bool)
+    keep = projection <= cut
+    region[ys[keep], xs[keep]] = True
+    return region
+
+
+def render_shape_sample(
+    rng: np.random.Generator, class_index: int, num_classes: int, size: int, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (size x size x 3 uint8 RGB image, size x size bool object mask) of a shape
+    ``kind`` (a key of SHAPE_KINDS): the ``stripes`` kind's background, fragments of other
+    classes' shapes if the kind has them, then the class's shape in a random texture."""
+    spec = SHAPE_KINDS[kind]
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)[::-1]  # (x, y)
+    image = _background(rng, size, grid)
+    others = [k for k in range(num_classes) if k != class_index]
+    count = int(rng.integers(spec.fragments[0], spec.fragments[1] + 1)) if others else 0
+    for _ in range(count):
+        region = _fragment_region(rng, int(rng.choice(others)), size, spec)
+        _paint(image, region, _random_texture(rng, size, grid))
+
+    outline = _object_outline(rng, class_index, rng.uniform(*spec.size_range) * size)
+    extent = outline.max(axis=0)
+    outline = outline + rng.uniform(0.0, 1.0, size=2) * np.maximum(size - 1.0 - extent, 0.0)
+    mask_canvas = np.zeros((size, size), np.uint8)
+    _fill(mask_canvas, outline, 255)
+    mask = mask_canvas > 0
+    _paint(image, mask, _random_texture(rng, size, grid))
+
+    noise = rng.normal(0.0, 5.0, size=image.shape)
+    image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def kind_class_name(kind: str, class_index: int, num_classes: int) -> str:
+    """The CUB-style name of class ``class_index`` in a dataset of ``kind``."""
+    if kind == DEFAULT_KIND:
+        return class_name(class_index, num_classes)
+    return shape_class_name(class_index)
+
+
+def render_kind_sample(
+    rng: np.random.Generator, class_index: int, num_classes: int, size: int, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, mask) of ``kind``: :func:`render_sample` for ``stripes``, else
+    :func:`render_shape_sample`."""
+    if kind == DEFAULT_KIND:
+        return render_sample(rng, class_index, num_classes, size)
+    return render_shape_sample(rng, class_index, num_classes, size, kind)
+
+
 def synthesize_cub(
     out: Path,
     num_classes: int = 4,
@@ -170,6 +414,7 @@ def synthesize_cub(
     image_size: int = 96,
     seed: int = 0,
     progress: Progress | None = None,
+    kind: str = DEFAULT_KIND,
 ) -> Path:
     """Write the synthetic dataset to the new or empty folder ``out``; return ``out``.
 
@@ -179,8 +424,14 @@ def synthesize_cub(
     holds the tight box of each object's silhouette as x y width height, so it reads
     back as exactly the mask's inclusive bounding box. Per class, images 0 ..
     train_per_class - 1 are training images, the rest test images.
+    ``kind`` is one of SYNTHETIC_KINDS (see the module docstring); the default,
+    ``stripes``, writes what this function wrote before kinds existed, byte for byte.
     ``progress(done, total)`` is called after each image if given.
     """
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(
+            f"unknown synthetic kind {kind!r}; choose one of {', '.join(SYNTHETIC_KINDS)}"
+        )
     if num_classes < 1 or train_per_class < 1 or test_per_class < 0:
         raise ValueError(
             "need num_classes >= 1, train_per_class >= 1, test_per_class >= 0; got "
@@ -196,7 +447,7 @@ def synthesize_cub(
     classes, images, labels, splits, boxes = [], [], [], [], []
     image_id = 0
     for class_index in range(num_classes):
-        name = class_name(class_index, num_classes)
+        name = kind_class_name(kind, class_index, num_classes)
         classes.append(f"{class_index + 1} {name}")
         (out / "images" / name).mkdir(parents=True)
         (out / "segmentations" / name).mkdir(parents=True)
@@ -204,7 +455,7 @@ def synthesize_cub(
         for index in range(per_class):
             image_id += 1
             rng = np.random.default_rng([seed % 2**64, class_index, index])
-            image, mask = render_sample(rng, class_index, num_classes, image_size)
+            image, mask = render_kind_sample(rng, class_index, num_classes, image_size, kind)
             relative = f"{name}/{short}_{index:04d}.jpg"
             cv2.imwrite(
                 str(out / "images" / relative),

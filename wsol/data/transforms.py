@@ -117,11 +117,13 @@ class WsolTransform:
 
     ``train=True``: random crop offset and a horizontal flip with p = 0.5, both drawn
     from the ``rng`` passed to each call (crop left, crop top, then flip, in that
-    order). ``train=False``: centre crop (offset (resize - crop) // 2), no flip, and
-    ``rng`` is not used. See the module docstring for the exact box geometry.
+    order). ``hflip=False`` (``data.hflip``) never flips; the flip is still drawn, so the
+    crops are those of ``hflip=True``. ``train=False``: centre crop (offset
+    (resize - crop) // 2), no flip, and ``rng`` is not used. See the module docstring for
+    the exact box geometry.
     """
 
-    def __init__(self, resize: int, crop: int, train: bool) -> None:
+    def __init__(self, resize: int, crop: int, train: bool, hflip: bool = True) -> None:
         if crop > resize:
             raise ValueError(f"crop ({crop} px) must not exceed resize ({resize} px)")
         if crop < 1:
@@ -129,9 +131,13 @@ class WsolTransform:
         self.resize = resize
         self.crop = crop
         self.train = train
+        self.hflip = hflip
 
     def __repr__(self) -> str:
-        return f"WsolTransform(resize={self.resize}, crop={self.crop}, train={self.train})"
+        return (
+            f"WsolTransform(resize={self.resize}, crop={self.crop}, train={self.train}, "
+            f"hflip={self.hflip})"
+        )
 
     def __call__(
         self,
@@ -184,7 +190,8 @@ class WsolTransform:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The random second stage on a resize x resize sample (image, boxes, mask as
         :meth:`resize_sample` returns them; the image may be a read-only memory map):
-        crop (random in training, centre otherwise), then in training a flip with p = 0.5.
+        crop (random in training, centre otherwise), then in training a flip with p = 0.5
+        (none when ``hflip`` is false).
         Draws crop left, crop top, then flip from ``rng``. Returns new contiguous arrays."""
         size = self.resize
         if image.shape[:2] != (size, size):
@@ -193,7 +200,8 @@ class WsolTransform:
         if self.train:
             left = int(rng.integers(0, spare + 1))
             top = int(rng.integers(0, spare + 1))
-            flip = bool(rng.random() < 0.5)
+            # Drawn even without flips, so that data.hflip changes nothing but the flips.
+            flip = bool(rng.random() < 0.5) and self.hflip
         else:
             left = top = spare // 2
             flip = False
@@ -213,8 +221,9 @@ class WsolTransform:
 
 
 def build_transform(config: DataConfig, train: bool) -> WsolTransform:
-    """The paper's training (``train=True``) or evaluation transform for ``config``."""
-    return WsolTransform(config.resize, config.crop, train)
+    """The paper's training (``train=True``) or evaluation transform for ``config``; the
+    training transform flips only when ``config.hflip``."""
+    return WsolTransform(config.resize, config.crop, train, hflip=config.hflip)
 
 
 def normalization_stats(

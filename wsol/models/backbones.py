@@ -17,6 +17,8 @@ _FACTORIES: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEn
 }
 
 BACKBONE_NAMES = tuple(_FACTORIES)
+#: torchvision's ResNet channel counts of the stem and layers 1-4 (before a block's expansion).
+RESNET_WIDTHS = (64, 128, 256, 512)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -51,11 +53,35 @@ def _load_local_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _rescale_widths(net: tv_models.ResNet, width: float) -> tv_models.ResNet:
+    """``net`` rebuilt with every channel count of RESNET_WIDTHS times ``width`` (rounded,
+    at least 1): the same blocks per layer, freshly initialised as torchvision does."""
+    block = type(net.layer1[0])
+    blocks = [len(layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    channels = [max(1, round(count * width)) for count in RESNET_WIDTHS]
+    net.inplanes, net.dilation = channels[0], 1
+    net.conv1 = nn.Conv2d(3, channels[0], kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = net._norm_layer(channels[0])
+    net.layer1 = net._make_layer(block, channels[0], blocks[0])
+    net.layer2 = net._make_layer(block, channels[1], blocks[1], stride=2)
+    net.layer3 = net._make_layer(block, channels[2], blocks[2], stride=2)
+    net.layer4 = net._make_layer(block, channels[3], blocks[3], stride=2)
+    net.fc = nn.Linear(channels[3] * block.expansion, net.fc.out_features)
+    for module in net.modules():  # torchvision's ResNet.__init__ initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
+    return net
+
+
 def build_resnet(
     name: str,
     pretrained: bool = False,
     weights_path: Path | None = None,
     small_input_stem: bool = False,
+    width: float = 1.0,
 ) -> tv_models.ResNet:
     """A torchvision ResNet (with its fc layer, unused by callers).
 
@@ -63,10 +89,21 @@ def build_resnet(
     ``pretrained``. ``small_input_stem`` replaces the 7x7 stride-2 convolution and the
     max-pool by one 3x3 stride-2 convolution, so 32-96 px inputs keep 4x more spatial
     resolution; pretrained stem weights are then dropped (the rest still loads).
+    ``width`` multiplies every channel count (:data:`RESNET_WIDTHS`); anything but 1 is
+    for training from scratch (no ``pretrained``, no ``weights_path``: ValueError).
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    if width != 1.0 and (pretrained or weights_path is not None):
+        raise ValueError(
+            f"width={width:g} does not fit {name}'s pretrained weights; use width 1 or train "
+            "from scratch (pretrained false, no weights_path)"
+        )
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width:g}")
     net = _FACTORIES[name][0](weights=None)
+    if width != 1.0:
+        net = _rescale_widths(net, width)
     state = None
     if weights_path is not None:
         state = _load_local_state(Path(weights_path))
@@ -81,7 +118,8 @@ def build_resnet(
                 f"{relevant_missing[:5]}, unexpected {list(unexpected)[:5]}"
             )
     if small_input_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        stem = net.conv1.out_channels
+        net.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=2, padding=1, bias=False)
         net.maxpool = nn.Identity()
     return net
 
@@ -104,11 +142,15 @@ def stage_channels(net: tv_models.ResNet) -> tuple[int, int, int, int, int]:
 
 
 def resnet_trunk(
-    backbone: str, pretrained: bool, weights_path: Path | None, small_input_stem: bool
+    backbone: str,
+    pretrained: bool,
+    weights_path: Path | None,
+    small_input_stem: bool,
+    width: float = 1.0,
 ) -> tuple[nn.Sequential, nn.Sequential, int]:
     """f's trunk: (stem, body = layers 1-4, channels of the last feature map) of
     :func:`build_resnet`, for a head on its globally pooled features."""
-    net = build_resnet(backbone, pretrained, weights_path, small_input_stem)
+    net = build_resnet(backbone, pretrained, weights_path, small_input_stem, width)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     body = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
     return stem, body, stage_channels(net)[-1]

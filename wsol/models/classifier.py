@@ -23,10 +23,11 @@ class Classifier(nn.Module):
         pretrained: bool = False,
         weights_path: Path | None = None,
         small_input_stem: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         self.stem, self.body, self.feature_dim = resnet_trunk(
-            backbone, pretrained, weights_path, small_input_stem
+            backbone, pretrained, weights_path, small_input_stem, width
         )
         self.fc = nn.Linear(self.feature_dim, num_classes)
 

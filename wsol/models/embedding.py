@@ -50,10 +50,11 @@ class EmbeddingNet(nn.Module):
         weights_path: Path | None = None,
         small_input_stem: bool = False,
         normalize: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         self.stem, self.body, self.feature_dim = resnet_trunk(
-            backbone, pretrained, weights_path, small_input_stem
+            backbone, pretrained, weights_path, small_input_stem, width
         )
         self.embedding_dim = embedding_dim
         self.num_classes = num_classes

@@ -1,0 +1,264 @@
+"""The from-scratch recipe's config options: data.hflip, classifier.width, classifier.schedule.
+
+Each is validated with an error naming the field, does what it says, leaves every default
+(and so every existing classifier key) as it was, and the schedule resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.run_configs import tiny_run_config
+from wsol.checkpoint import (
+    CheckpointError,
+    load_classifier,
+    load_classifier_state,
+    save_classifier,
+)
+from wsol.compute import make_lr_schedule
+from wsol.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    classifier_key,
+    config_from_dict,
+    load_config,
+)
+from wsol.data import build_transform, make_dataset, read_training_splits
+from wsol.data.transforms import WsolTransform
+from wsol.loop import train_classifier
+from wsol.models import Classifier, EmbeddingNet
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"data": {"hflip": "sometimes"}}, "data.hflip"),
+        ({"classifier": {"pretrained": False, "width": 0}}, "classifier.width"),
+        ({"classifier": {"pretrained": False, "width": 5}}, "classifier.width"),
+        ({"classifier": {"schedule": "linear"}}, "classifier.schedule"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_a_width_other_than_one_is_refused_with_pretrained_weights() -> None:
+    with pytest.raises(ConfigError, match=r"classifier.*width=0.5.*pretrained: true"):
+        config_from_dict({"classifier": {"width": 0.5}})  # pretrained defaults to true
+    with pytest.raises(ConfigError, match=r"width=0.5.*weights_path"):
+        config_from_dict(
+            {"classifier": {"width": 0.5, "pretrained": False, "weights_path": "w.pth"}}
+        )
+    config = config_from_dict({"classifier": {"width": 0.5, "pretrained": False}})
+    assert config.classifier.width == 0.5
+
+
+def test_defaults_are_the_papers_settings() -> None:
+    config = RunConfig()
+    assert config.data.hflip is True
+    assert config.classifier.width == 1.0
+    assert config.classifier.schedule == "step"
+
+
+# ------------------------------------------------------------------ classifier key
+
+#: classifier_key before these fields existed (commit 40ce5cd): stored f's are found by it.
+KEYS_BEFORE = {
+    "default": "d0a167db28a71dbd",
+    "method2": "e3a08d4bf3901581",
+    "configs/synthetic_cpu.yaml": "0104500493d2117f",
+}
+
+
+def test_configs_that_leave_the_new_fields_at_default_keep_their_classifier_key() -> None:
+    assert classifier_key(RunConfig()) == KEYS_BEFORE["default"]
+    assert classifier_key(config_from_dict({"mask": {"method": 2}})) == KEYS_BEFORE["method2"]
+    cpu = load_config(REPO / "configs" / "synthetic_cpu.yaml")
+    assert classifier_key(cpu) == KEYS_BEFORE["configs/synthetic_cpu.yaml"]
+    spelled_out = load_config(
+        REPO / "configs" / "synthetic_cpu.yaml",
+        ["data.hflip=true", "classifier.width=1", "classifier.schedule=step"],
+    )
+    assert classifier_key(spelled_out) == KEYS_BEFORE["configs/synthetic_cpu.yaml"]
+
+
+def test_each_non_default_value_gives_f_its_own_key() -> None:
+    path = REPO / "configs" / "synthetic_cpu.yaml"
+    variants = [
+        [],
+        ["data.hflip=false"],
+        ["classifier.width=0.5"],
+        ["classifier.width=0.75"],
+        ["classifier.schedule=cosine"],
+        ["classifier.schedule=onecycle"],
+        ["classifier.schedule=onecycle", "classifier.width=0.5", "data.hflip=false"],
+    ]
+    keys = [classifier_key(load_config(path, overrides)) for overrides in variants]
+    assert len(set(keys)) == len(variants)
+
+
+# ------------------------------------------------------------------ data.hflip
+
+
+def _asymmetric_image(size: int) -> np.ndarray:
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:, : size // 4] = 255  # a bright left edge: a flip moves it to the right
+    return image
+
+
+@pytest.mark.parametrize("hflip", [True, False])
+def test_hflip_false_never_flips_and_keeps_the_same_crops(hflip: bool) -> None:
+    image = _asymmetric_image(40)  # every 32 px crop has a bright left and a dark right edge
+    transform = build_transform(DataConfig(resize=40, crop=32, hflip=hflip), train=True)
+    with_flips = WsolTransform(40, 32, train=True, hflip=True)
+    flips = 0
+    for seed in range(40):
+        out, _, _ = transform(image, np.zeros((0, 4)), None, np.random.default_rng(seed))
+        reference, _, _ = with_flips(image, np.zeros((0, 4)), None, np.random.default_rng(seed))
+        flipped = bool(reference[:, -1].mean() > reference[:, 0].mean())
+        flips += flipped
+        if hflip:
+            np.testing.assert_array_equal(out, reference)
+        else:  # the same crop, never mirrored
+            np.testing.assert_array_equal(out, reference[:, ::-1] if flipped else reference)
+    assert 10 <= flips <= 30
+
+
+def test_hflip_false_turns_off_flips_in_the_training_dataset(synthetic_root: Path) -> None:
+    config = DataConfig(root=synthetic_root, resize=64, crop=64, hflip=False)
+    samples = read_training_splits(config).train[:6]
+    plain = make_dataset(samples, config, train=False, seed=0)
+    training = make_dataset(samples, config, train=True, seed=0)
+    flipping = make_dataset(samples, config.model_copy(update={"hflip": True}), train=True, seed=0)
+    differs = 0
+    for epoch in range(3):
+        training.set_epoch(epoch)
+        flipping.set_epoch(epoch)
+        for index in range(len(samples)):  # resize == crop: only a flip could differ
+            assert torch.equal(training[index]["image"], plain[index]["image"])
+            differs += not torch.equal(flipping[index]["image"], plain[index]["image"])
+    assert differs > 0
+
+
+# ------------------------------------------------------------------ classifier.width
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_half_width_has_fewer_parameters_and_trains_without_nans(backbone: str) -> None:
+    torch.manual_seed(0)
+    full = Classifier(3, backbone, small_input_stem=True)
+    half = Classifier(3, backbone, small_input_stem=True, width=0.5)
+    assert _parameters(half) < 0.3 * _parameters(full)
+    assert half.feature_dim == full.feature_dim // 2
+    images = torch.randn(2, 3, 32, 32)
+    loss = torch.nn.functional.cross_entropy(half(images), torch.tensor([0, 2]))
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in half.parameters() if p.grad is not None)
+
+
+def test_width_reaches_both_methods_f_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    from wsol.methods import method_of
+
+    config = tiny_run_config(tmp_path, classifier={"width": 0.5})
+    f = method_of(config).build_f(config.classifier, 3)
+    assert f.stem[0].out_channels == 32 and f.feature_dim == 256
+    method2 = tiny_run_config(tmp_path, classifier={"width": 0.5}, mask={"method": 2})
+    embedding = method_of(method2).build_f(method2.classifier, 3)
+    assert isinstance(embedding, EmbeddingNet) and embedding.feature_dim == 256
+    save_classifier(tmp_path / "classifier.pt", f, config, ["a", "b", "c"], [])
+    loaded, _ = load_classifier(tmp_path / "classifier.pt")
+    images = torch.randn(2, 3, 32, 32)
+    f.eval()
+    torch.testing.assert_close(loaded(images), f(images))
+
+
+# ------------------------------------------------------------------ classifier.schedule
+
+
+def _lr_sequence(name: str, epochs: int = 3, steps: int = 4) -> list[float]:
+    """The lr of every optimizer step of a run, as the f loop steps the schedule."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    schedule = make_lr_schedule(
+        optimizer, name, epochs=epochs, steps_per_epoch=steps, lr_step=1, lr_gamma=0.5
+    )
+    rates = []
+    for _ in range(epochs):
+        for _ in range(steps):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.after_step()
+        schedule.after_epoch()
+    assert optimizer.param_groups[0]["momentum"] == 0.9  # onecycle leaves momentum alone
+    return rates
+
+
+def test_step_schedule_multiplies_by_gamma_every_lr_step_epochs() -> None:
+    assert _lr_sequence("step") == pytest.approx([0.1] * 4 + [0.05] * 4 + [0.025] * 4)
+
+
+def test_cosine_schedule_anneals_every_step_from_lr_to_zero() -> None:
+    expected = [0.1 * (1 + math.cos(math.pi * t / 12)) / 2 for t in range(12)]
+    assert _lr_sequence("cosine") == pytest.approx(expected)
+
+
+def test_onecycle_schedule_warms_up_to_lr_then_anneals_far_below_it() -> None:
+    rates = _lr_sequence("onecycle", epochs=5, steps=4)
+    peak = int(np.argmax(rates))
+    assert rates[0] == pytest.approx(0.1 / 25)
+    assert max(rates) == pytest.approx(0.1, rel=1e-3)
+    assert 4 <= peak <= 6  # 30 % of 20 steps
+    assert all(a < b for a, b in itertools.pairwise(rates[: peak + 1]))
+    assert all(a > b for a, b in itertools.pairwise(rates[peak:]))
+    assert rates[-1] < 1e-3 * 0.1
+
+
+def test_f_resumed_from_an_epoch_checkpoint_matches_an_uninterrupted_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    config = tiny_run_config(
+        synthetic_root,
+        classifier={"epochs": 2, "schedule": "onecycle", "batch_size": 4, "width": 0.25},
+    )
+    full = read_training_splits(config.data)
+    # Two steps per epoch: the schedule's state is mid-run at the checkpoint.
+    splits = dataclasses.replace(full, train=full.train[::3][:8], val=full.val[:3])
+    saved = tmp_path / "epoch1.pt"
+
+    def keep_first(report, save) -> None:
+        if report.epoch == 1:
+            save(saved)
+
+    uninterrupted, history = train_classifier(config, splits, keep_first)
+    state = load_classifier_state(saved)
+    assert state["epoch"] == 1 and state["lr_scheduler"]["last_epoch"] == 2
+    resumed, resumed_history = train_classifier(config, splits, resume_state=state)
+    assert resumed_history == history
+    assert history[1]["lr"] != history[0]["lr"]
+    theirs = uninterrupted.state_dict()
+    for name, mine in resumed.state_dict().items():
+        torch.testing.assert_close(mine, theirs[name], msg=name)
+
+
+def test_a_final_classifier_checkpoint_is_not_resumable(tmp_path: Path) -> None:
+    config = tiny_run_config(tmp_path)
+    save_classifier(tmp_path / "c.pt", Classifier(2, small_input_stem=True), config, ["a", "b"], [])
+    with pytest.raises(CheckpointError, match="weights only"):
+        load_classifier_state(tmp_path / "c.pt")
