@@ -473,10 +473,10 @@ def _run(
     log(f"MLflow: {study.tracking_uri()} experiment {study.experiment_name()!r}")
     for line in _ui_hint(study.tracking_uri(), state_file):
         log(line)
+    if study.optuna_storage():
+        log(f"Optuna study {name!r}: optuna-dashboard {study.optuna_storage()}")
     if unfinished:
-        resume_command = f"wsol study {study.source} --resume" + (
-            f" --name {name}" if name != study.name else ""
-        )
+        resume_command = study.resume_command(name)
         cause = f"interrupted by {stop.received}" if stop.received else "not finished"
         log(
             f"\nstudy {name} {cause}: {len(unfinished)} of {len(summaries)} trials did not "
