@@ -209,3 +209,169 @@ def epoch_curve_figure(
     )
     figure.tight_layout()
     return _save(figure, path)
+
+
+#: Colours of methods in combined figures: CAM, then the rows in spec order.
+CAM_COLOR = "#333333"
+ROW_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+TRIAL_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def method_color(method: str, rows: Sequence[str]) -> str:
+    """The colour of ``method`` ("CAM" or one of ``rows``) in every combined figure."""
+    if method == "CAM" or method not in rows:
+        return CAM_COLOR
+    return ROW_COLORS[list(rows).index(method) % len(ROW_COLORS)]
+
+
+def comparison_grid(
+    path: Path, columns: Sequence[tuple[str, Sequence[Any]]], title: str = ""
+) -> Path:
+    """The paper's Fig. 5-7 across methods: a line per test image, the image with its
+    ground-truth box (green), then each method's map with its predicted (red) and the
+    ground-truth boxes.
+
+    ``columns``: (method label, its :class:`wsol.evaluate.MapExample` list), every list
+    on the same images in the same order (checked: ValueError naming the method). The
+    first image line names its image id and class.
+    """
+    if not columns or not columns[0][1]:
+        raise ValueError("nothing to draw: no methods or no examples")
+    reference = [example.image_id for example in columns[0][1]]
+    for label, examples in columns:
+        if [example.image_id for example in examples] != reference:
+            raise ValueError(
+                f"method {label!r} shows other images ({[e.image_id for e in examples][:3]}...) "
+                f"than {columns[0][0]!r} ({reference[:3]}...): the grid needs the same ones"
+            )
+    lines, count = len(reference), 1 + len(columns)
+    # Fixed margins in inches (not tight_layout): the id labels on the left and the
+    # two-line column titles get their own room, so nothing overlaps an image.
+    cell, gap, label_w, title_h, header_h, pad = 1.9, 0.08, 1.4, 0.55, 0.45, 0.1
+    width = label_w + count * cell + (count - 1) * gap + pad
+    height = title_h + header_h + lines * cell + (lines - 1) * gap + pad
+    figure, axes = plt.subplots(lines, count, figsize=(width, height), squeeze=False)
+    figure.subplots_adjust(
+        left=label_w / width,
+        right=1 - pad / width,
+        top=1 - (title_h + header_h) / height,
+        bottom=pad / height,
+        wspace=gap / cell,
+        hspace=gap / cell,
+    )
+    for line, first in enumerate(columns[0][1]):
+        axes[line, 0].imshow(first.image)
+        for box in first.gt_boxes:
+            _draw_box(axes[line, 0], box, GT_COLOR)
+        name = Path(str(first.image_id)).stem
+        axes[line, 0].set_ylabel(
+            f"{_wrap(name, 18)}\nclass {first.label}",
+            fontsize=7,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
+        for column, (_, examples) in enumerate(columns, start=1):
+            example = examples[line]
+            axis = axes[line, column]
+            axis.imshow(example.image)
+            axis.imshow(example.score_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for box in example.gt_boxes:
+                _draw_box(axis, box, GT_COLOR)
+            _draw_box(axis, example.box, PRED_COLOR)
+    axes[0, 0].set_title("image", fontsize=8)
+    for column, (label, _) in enumerate(columns, start=1):
+        axes[0, column].set_title(_wrap(label), fontsize=8)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(
+        (title + "\n" if title else "") + "green: ground truth, red: box from the map",
+        fontsize=9,
+        y=1 - pad / height,
+        va="top",
+    )
+    return _save(figure, path)
+
+
+def _wrap(label: str, width: int = 16) -> str:
+    """``label`` on two lines when longer than ``width``: after its first ``/`` (or
+    space), else at ``width``, so a title stays within its column."""
+    if len(label) <= width:
+        return label
+    for separator in ("/", " "):
+        head, found, tail = label.partition(separator)
+        if found:
+            return head + (separator if separator == "/" else "") + "\n" + tail
+    return label[:width] + "\n" + label[width:]
+
+
+def pr_curves_figure(
+    path: Path, curves: Sequence[tuple[str, Any, float, str, str]], title: str = ""
+) -> Path:
+    """All methods' pixel precision-recall curves on one plot: (label, curve with
+    ``precision`` and ``recall``, PxAP in percent, colour, line style) each; the legend
+    sits beside the axes so it never hides a curve."""
+    if not curves:
+        raise ValueError("nothing to draw: no PR curves")
+    figure, axis = plt.subplots(figsize=(10.0, 4.4))
+    for label, curve, value, color, style in curves:
+        axis.plot(
+            curve.recall, curve.precision, style, color=color, label=f"{label} (PxAP {value:.1f})"
+        )
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axis.set_title(title or "pixel precision-recall (test split)", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def val_s_curves_figure(path: Path, curves: Sequence[dict[str, Any]], title: str = "") -> Path:
+    """The validation S-score of every trial against epoch on one plot, excluded
+    (degenerate) epochs drawn as grey crosses, each trial's selected epoch as a star.
+
+    ``curves``: ``{"label", "color", "style", "epochs", "s_scores", "excluded"
+    (epochs), "selected" (epoch or None)}`` each.
+    """
+    if not curves:
+        raise ValueError("nothing to draw: no trials")
+    figure, axis = plt.subplots(figsize=(10.0, 4.4))
+    for curve in curves:
+        epochs, scores = list(curve["epochs"]), list(curve["s_scores"])
+        axis.plot(
+            epochs,
+            scores,
+            curve["style"],
+            color=curve["color"],
+            label=curve["label"],
+            marker="o",
+            markersize=3,
+            linewidth=2,
+            alpha=0.85,
+        )
+        by_epoch = dict(zip(epochs, scores, strict=True))
+        excluded = [epoch for epoch in curve["excluded"] if epoch in by_epoch]
+        axis.plot(excluded, [by_epoch[e] for e in excluded], "x", color="0.45", markersize=8, mew=2)
+        if curve["selected"] in by_epoch:
+            axis.plot(
+                [curve["selected"]],
+                [by_epoch[curve["selected"]]],
+                "*",
+                color=curve["color"],
+                markersize=15,
+                markeredgecolor="black",
+            )
+    axis.plot([], [], "x", color="0.45", markersize=8, mew=2, label="excluded (degenerate)")
+    axis.plot([], [], "*", color="white", markeredgecolor="black", markersize=15, label="selected")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation S-score")
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axis.set_title(title or "validation S-score per epoch", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
