@@ -586,25 +586,35 @@ def _mlflow_warning(source: EvaluationSource, what: str, error: Exception, log: 
     )
 
 
-def log_to_parent(source: EvaluationSource, files: list[Path], log: Log) -> bool:
-    """Log ``files`` as artifacts of the study's parent run under ``evaluation/``; True
-    when they were. A single run, a missing parent or an unreachable MLflow is a line
-    in ``log`` (a warning), never an error: the files stay on disk either way."""
+def log_to_mlflow(
+    source: EvaluationSource, scored: list[Scored], parent_files: list[Path], log: Log
+) -> bool:
+    """Log ``scored`` (``test.*`` metrics, tags and ``test/`` figures on each trial's run;
+    CAM's as ``test.cam.*`` and ``test/cam/`` on the parent run) and ``parent_files``
+    (under ``evaluation/`` on the parent run). True when everything was logged.
+
+    A single run, a missing run or an unreachable MLflow is a line in ``log`` (a
+    warning), never an error: the outputs on disk are complete either way."""
     try:
         runs = study_runs(source, log)
         if runs is None:
             return False
-        if runs.parent is None:
-            log(f"MLflow: no parent run of study {source.name}; {len(files)} files only on disk")
+        logged = _log_scores(runs, source, scored, log)
+        if parent_files and runs.parent is None:
+            log(
+                f"MLflow: no parent run of study {source.name}; {len(parent_files)} files "
+                "only on disk"
+            )
             return False
-        for path in files:
+        for path in parent_files:
             runs.client.log_artifact(
                 runs.parent.info.run_id, str(path), artifact_path=PARENT_ARTIFACT_PATH
             )
     except Exception as error:  # any MLflow/network failure: the disk outputs stand
-        _mlflow_warning(source, ", ".join(path.name for path in files), error, log)
+        what = [*(item.key for item in scored), *(path.name for path in parent_files)]
+        _mlflow_warning(source, ", ".join(what), error, log)
         return False
-    return True
+    return logged
 
 
 def _cam_artifact_path(source: EvaluationSource, key: str) -> str:
@@ -613,44 +623,39 @@ def _cam_artifact_path(source: EvaluationSource, key: str) -> str:
     return f"{TRIAL_ARTIFACT_PATH}/{key if several else 'cam'}"
 
 
-def _log_to_mlflow(source: EvaluationSource, scored: list[Scored], log: Log) -> None:
-    """``test.*`` metrics, tags and ``test/`` figures on each trial's run (CAM's as
-    ``test.cam.*`` and ``test/cam/`` on the parent). Failures are warnings."""
+def _log_scores(runs: StudyRuns, source: EvaluationSource, scored: list[Scored], log: Log) -> bool:
+    """Each scored item's metrics, tags and figures on its run; False when a run is
+    missing (said in ``log``). MLflow errors propagate."""
     from mlflow.entities import Metric
 
     from study.version import code_version
 
-    try:
-        runs = study_runs(source, log)
-        if runs is None:
-            return
-        client = runs.client
-        evaluated_by = f"wsol evaluate ({code_version()})"
-        timestamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        for item in scored:
-            run = runs.by_trial.get(item.key) if item.method != "CAM" else runs.parent
-            if run is None:
-                log(f"MLflow: no run for {item.key}; its test metrics are only on disk")
-                continue
-            prefix = "test." if item.method != "CAM" else "test.cam."
-            metrics = [
-                Metric(f"{prefix}{name}", float(value), timestamp, 0)
-                for name, value in item.metrics.items()
-                if isinstance(value, int | float) and math.isfinite(value)
-            ]
-            client.log_batch(run.info.run_id, metrics=metrics)
-            client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
-            client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
-            client.set_tag(run.info.run_id, f"{prefix}trial_status", item.status)
-            artifact_path = (
-                TRIAL_ARTIFACT_PATH
-                if item.method != "CAM"
-                else _cam_artifact_path(source, item.key)
-            )
-            for path in item.figures.values():
-                client.log_artifact(run.info.run_id, path, artifact_path=artifact_path)
-    except Exception as error:  # any MLflow/network failure: the disk outputs stand
-        _mlflow_warning(source, "the test metrics and figures", error, log)
+    client = runs.client
+    evaluated_by = f"wsol evaluate ({code_version()})"
+    timestamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    complete = True
+    for item in scored:
+        run = runs.by_trial.get(item.key) if item.method != "CAM" else runs.parent
+        if run is None:
+            log(f"MLflow: no run for {item.key}; its test metrics are only on disk")
+            complete = False
+            continue
+        prefix = "test." if item.method != "CAM" else "test.cam."
+        metrics = [
+            Metric(f"{prefix}{name}", float(value), timestamp, 0)
+            for name, value in item.metrics.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        ]
+        client.log_batch(run.info.run_id, metrics=metrics)
+        client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
+        client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
+        client.set_tag(run.info.run_id, f"{prefix}trial_status", item.status)
+        artifact_path = (
+            TRIAL_ARTIFACT_PATH if item.method != "CAM" else _cam_artifact_path(source, item.key)
+        )
+        for path in item.figures.values():
+            client.log_artifact(run.info.run_id, path, artifact_path=artifact_path)
+    return complete
 
 
 # --------------------------------------------------------------------------- tables
@@ -810,8 +815,6 @@ def evaluate(
         write_json_atomically(cache, item.to_json())
         scored.insert(0, item)
         fresh.append(item)
-    if fresh:
-        _log_to_mlflow(source, fresh, log)
     diagnostics = []
     if epoch_curve:
         for trial in source.trials:
@@ -835,9 +838,9 @@ def evaluate(
     write_text_atomically(out_dir / "results_trials.csv", _csv(trials_rows))
     write_text_atomically(out_dir / "results_rows.md", markdown(rows_rows))
     write_text_atomically(out_dir / "results_rows.csv", _csv(rows_rows))
-    # Every time, not only when something was scored: a previous run may not have
-    # reached MLflow.
-    log_to_parent(source, [out_dir / name for name in RESULT_TABLES], log)
+    # The tables every time, not only when something was scored: a previous run may
+    # not have reached MLflow.
+    log_to_mlflow(source, fresh, [out_dir / name for name in RESULT_TABLES], log)
     outcome = EvaluationOutcome(
         source, scored, markdown(rows_rows), markdown(trials_rows), diagnostics
     )

@@ -36,7 +36,7 @@ from study.evaluation import (
     Log,
     Scored,
     display_name,
-    log_to_parent,
+    log_to_mlflow,
     markdown,
     read_manifest,
     resolve_source,
@@ -376,6 +376,6 @@ def report(
     log(f"report: {path}")
     combined = [p for p in (comparison, pr_curves, s_curves) if p is not None]
     tables = [out_dir / name for name in RESULT_TABLES]
-    if log_to_parent(source, [path, *tables, *combined], log):
+    if log_to_mlflow(source, [], [path, *tables, *combined], log):
         log(f"MLflow: report.html, the tables and figures on the parent run of {source.name}")
     return path
