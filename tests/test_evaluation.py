@@ -255,7 +255,7 @@ def test_report_writes_a_self_contained_page_and_logs_it_to_the_parent_run(evalu
     assert "evaluation/report.html" in _artifact_paths(client, parent, "evaluation")
 
 
-def test_a_single_run_folder_is_evaluated_like_a_one_trial_study(
+def test_a_single_run_folder_is_evaluated_and_reported_like_a_one_trial_study(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     from studies import tiny_spec_dict
@@ -272,3 +272,6 @@ def test_a_single_run_folder_is_evaluated_like_a_one_trial_study(
     assert result.source.kind == "run"
     assert [item.method for item in result.scored] == ["CAM", "single"]
     assert (tmp_path / "run" / "evaluation" / "results_rows.md").is_file()
+    text = report(str(tmp_path / "run"), log=lambda _: None).read_text()
+    assert "single/run: weight maps" in text  # the run folder's own Fig. 4
+    assert 'class="note"' not in text  # comparison, PR and S curves all drawn

@@ -44,6 +44,42 @@ def _draw_box(axis: Any, box: Sequence[int], color: str, scale: float = 1.0) -> 
     )
 
 
+def _fixed_grid(
+    rows: int,
+    columns: int,
+    *,
+    cell: float,
+    top: float,
+    gap: float = 0.08,
+    row_gap: float | None = None,
+    left: float = 0.1,
+    pad: float = 0.1,
+) -> tuple[Any, Any]:
+    """A figure of ``rows`` x ``columns`` square cells of ``cell`` inches with fixed
+    margins in inches (``top`` above the first row for the suptitle and column titles,
+    ``row_gap`` between rows for per-image titles, ``left`` for row labels). Not
+    tight_layout: it does not leave room for a suptitle, which then overlaps the titles."""
+    row_gap = gap if row_gap is None else row_gap
+    width = left + columns * cell + (columns - 1) * gap + pad
+    height = top + rows * cell + (rows - 1) * row_gap + pad
+    figure, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - pad / width,
+        top=1 - top / height,
+        bottom=pad / height,
+        wspace=gap / cell,
+        hspace=row_gap / cell,
+    )
+    return figure, axes
+
+
+def _suptitle(figure: Any, text: str, fontsize: float = 9) -> None:
+    """``text`` at the top edge, inside the room :func:`_fixed_grid` left for it."""
+    height = figure.get_size_inches()[1]
+    figure.suptitle(text, fontsize=fontsize, y=1 - 0.08 / height, va="top")
+
+
 def weight_map_evolution(
     path: Path,
     images: Sequence[np.ndarray],
@@ -123,8 +159,9 @@ def boxes_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         raise ValueError("nothing to draw: no examples")
     columns = min(4, len(examples))
     rows = -(-len(examples) // columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(2.2 * columns, 2.2 * rows + 0.5), squeeze=False
+    lines = 1 + bool(title)
+    figure, axes = _fixed_grid(
+        rows, columns, cell=2.2, top=0.25 + 0.2 * lines + 0.2, row_gap=0.3, gap=0.15
     )
     for axis in axes.flat:
         axis.set_xticks([])
@@ -136,9 +173,8 @@ def boxes_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         for box in example.gt_boxes:
             _draw_box(axis, box, GT_COLOR)
         _draw_box(axis, example.box, PRED_COLOR)
-        axis.set_title(Path(str(example.image_id)).name[-24:], fontsize=6)
-    figure.suptitle((title + "\n" if title else "") + "green: ground truth, red: predicted")
-    figure.tight_layout()
+        axis.set_title(Path(str(example.image_id)).name[-28:], fontsize=7)
+    _suptitle(figure, (title + "\n" if title else "") + "green: ground truth, red: predicted")
     return _save(figure, path)
 
 
@@ -147,9 +183,7 @@ def masks_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
     with_masks = [example for example in examples if example.gt_mask is not None]
     if not with_masks:
         raise ValueError("nothing to draw: no example has a ground-truth mask")
-    figure, axes = plt.subplots(
-        len(with_masks), 3, figsize=(6.0, 2.0 * len(with_masks) + 0.5), squeeze=False
-    )
+    figure, axes = _fixed_grid(len(with_masks), 3, cell=2.0, top=0.3 + (0.3 if title else 0))
     for row, example in enumerate(with_masks):
         axes[row, 0].imshow(example.image)
         axes[row, 1].imshow(example.score_map, cmap="gray", vmin=0, vmax=1)
@@ -160,8 +194,7 @@ def masks_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
     if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+        _suptitle(figure, title)
     return _save(figure, path)
 
 
@@ -232,8 +265,8 @@ def comparison_grid(
     ground-truth boxes.
 
     ``columns``: (method label, its :class:`wsol.evaluate.MapExample` list), every list
-    on the same images in the same order (checked: ValueError naming the method). The
-    first image line names its image id and class.
+    on the same images in the same order (checked: ValueError naming the method). Each
+    line names its image id and class on the left.
     """
     if not columns or not columns[0][1]:
         raise ValueError("nothing to draw: no methods or no examples")
@@ -244,21 +277,9 @@ def comparison_grid(
                 f"method {label!r} shows other images ({[e.image_id for e in examples][:3]}...) "
                 f"than {columns[0][0]!r} ({reference[:3]}...): the grid needs the same ones"
             )
-    lines, count = len(reference), 1 + len(columns)
-    # Fixed margins in inches (not tight_layout): the id labels on the left and the
-    # two-line column titles get their own room, so nothing overlaps an image.
-    cell, gap, label_w, title_h, header_h, pad = 1.9, 0.08, 1.4, 0.55, 0.45, 0.1
-    width = label_w + count * cell + (count - 1) * gap + pad
-    height = title_h + header_h + lines * cell + (lines - 1) * gap + pad
-    figure, axes = plt.subplots(lines, count, figsize=(width, height), squeeze=False)
-    figure.subplots_adjust(
-        left=label_w / width,
-        right=1 - pad / width,
-        top=1 - (title_h + header_h) / height,
-        bottom=pad / height,
-        wspace=gap / cell,
-        hspace=gap / cell,
-    )
+    lines = len(reference)
+    # The id labels get room on the left, the two-line column titles room on top.
+    figure, axes = _fixed_grid(lines, 1 + len(columns), cell=1.9, top=1.0, left=1.4)
     for line, first in enumerate(columns[0][1]):
         axes[line, 0].imshow(first.image)
         for box in first.gt_boxes:
@@ -285,11 +306,8 @@ def comparison_grid(
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.suptitle(
-        (title + "\n" if title else "") + "green: ground truth, red: box from the map",
-        fontsize=9,
-        y=1 - pad / height,
-        va="top",
+    _suptitle(
+        figure, (title + "\n" if title else "") + "green: ground truth, red: box from the map"
     )
     return _save(figure, path)
 
