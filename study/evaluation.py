@@ -27,7 +27,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,9 @@ def resolve_source(
     A bare study name is looked up under ``storage_root``, then where the spec
     ``ablations/<name>.yaml`` or ``<name>.yaml`` (when one exists) puts the study; a
     StudyError lists every place looked in and what to pass instead."""
-    candidates = _candidate_roots(target, storage_root)
-    for root, _ in candidates:
+    candidates: list[tuple[str, str]] = []
+    for root, why in _candidate_roots(target, storage_root):
+        candidates.append((root, why))
         if storage.exists(storage.join(root, STUDY_MANIFEST)):
             return _study_source(root, out, allow_incomplete)
         if "://" not in root and (Path(root) / "selection.json").is_file():
@@ -128,17 +129,18 @@ def _spec_files(name: str) -> list[Path]:
     return [Path("ablations") / f"{name}.yaml", Path(f"{name}.yaml")]
 
 
-def _candidate_roots(target: str, storage_root: str) -> list[tuple[str, str]]:
-    """(study or run location, why it is a candidate) for ``target``, in lookup order."""
+def _candidate_roots(target: str, storage_root: str) -> Iterator[tuple[str, str]]:
+    """(study or run location, why it is a candidate) for ``target``, in lookup order;
+    lazily, so a spec file is read only when the places before it hold nothing."""
     if target.endswith((".yaml", ".yml")) and Path(target).is_file():
-        return [(_spec_study_root(target), f"the storage of spec {target}")]
-    candidates = [(target if "://" in target else str(Path(target).resolve()), "as given")]
+        yield _spec_study_root(target), f"the storage of spec {target}"
+        return
+    yield (target if "://" in target else str(Path(target).resolve())), "as given"
     if _is_bare_name(target):
-        candidates.append((storage.join(_absolute(storage_root), target), "under --storage"))
+        yield storage.join(_absolute(storage_root), target), "under --storage"
         for path in _spec_files(target):
             if path.is_file():
-                candidates.append((_spec_study_root(str(path)), f"the storage of {path}"))
-    return candidates
+                yield _spec_study_root(str(path)), f"the storage of {path}"
 
 
 def _spec_study_root(spec_file: str) -> str:
@@ -675,7 +677,7 @@ def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str
     for item in scored:
         rows.append(
             [
-                item.key if item.method == "CAM" else display_name(item.method, item.key),
+                item.key,
                 item.label,
                 *(str(item.params.get(key, "-")) for key in source.search_keys),
                 str(item.selected_epoch or "-"),
