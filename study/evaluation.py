@@ -10,7 +10,9 @@ study (or a single run) already selected by validation S-score:
     CAM          once per distinct f, the CAM baseline with the same box rule
     outputs      <out>/trials/<trial>.json (cached: not re-scored without --force),
                  results_trials.{md,csv}, results_rows.{md,csv} (mean and std over
-                 seeds), figures/, test.* metrics on each trial's MLflow run
+                 seeds), figures/<trial>/ (and the examples ``wsol report`` draws
+                 side by side), test.* metrics and test/ figures on each trial's MLflow
+                 run, the tables on the study's parent run
 
 ``--epoch-curve`` adds the early-stopping diagnostic: every kept epoch scored on the test
 split against the validation S-score. It is labelled a diagnostic everywhere and nothing
@@ -25,7 +27,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,29 +92,64 @@ def resolve_source(
     out: Path | None = None,
     allow_incomplete: bool = False,
 ) -> EvaluationSource:
-    """A study folder or URI, a spec YAML, a study name under ``storage_root``, or a
-    single-run folder -> :class:`EvaluationSource`."""
-    candidates: list[str] = []
-    if target.endswith((".yaml", ".yml")) and Path(target).is_file():
-        from study.runner import experiment_path
-        from study.spec import load_spec
+    """A study folder or URI, a spec YAML, a study name, or a single-run folder ->
+    :class:`EvaluationSource`.
 
-        spec = load_spec(target)
-        candidates.append(experiment_path(spec, spec.name))
-    else:
-        candidates.append(target if "://" in target else str(Path(target).resolve()))
-        if "/" not in target and re.match(NAME_PATTERN, target):
-            candidates.append(storage.join(_absolute(storage_root), target))
-    for root in candidates:
+    A bare study name is looked up under ``storage_root``, then where the spec
+    ``ablations/<name>.yaml`` or ``<name>.yaml`` (when one exists) puts the study; a
+    StudyError lists every place looked in and what to pass instead."""
+    candidates: list[tuple[str, str]] = []
+    for root, why in _candidate_roots(target, storage_root):
+        candidates.append((root, why))
         if storage.exists(storage.join(root, STUDY_MANIFEST)):
             return _study_source(root, out, allow_incomplete)
         if "://" not in root and (Path(root) / "selection.json").is_file():
             return _run_source(Path(root), out)
+    looked = "; ".join(f"{root} ({why})" for root, why in candidates)
+    hint = ""
+    if _is_bare_name(target):
+        specs = " or ".join(str(path) for path in _spec_files(target))
+        hint = (
+            f". For a study, pass its spec file (no {specs} exists here) or the --storage "
+            f"folder it was run with (now {storage_root!r})"
+        )
     raise StudyError(
         f"nothing to evaluate at {target!r}: looked for a study manifest (study.json, written "
         f"when `wsol study` ends) or a run folder (selection.json, from `wsol train`) in "
-        f"{', '.join(candidates)}"
+        f"{looked}{hint}"
     )
+
+
+def _is_bare_name(target: str) -> bool:
+    return "/" not in target and re.match(NAME_PATTERN, target) is not None
+
+
+def _spec_files(name: str) -> list[Path]:
+    """Where a spec named ``name`` may be, relative to the working directory."""
+    return [Path("ablations") / f"{name}.yaml", Path(f"{name}.yaml")]
+
+
+def _candidate_roots(target: str, storage_root: str) -> Iterator[tuple[str, str]]:
+    """(study or run location, why it is a candidate) for ``target``, in lookup order;
+    lazily, so a spec file is read only when the places before it hold nothing."""
+    if target.endswith((".yaml", ".yml")) and Path(target).is_file():
+        yield _spec_study_root(target), f"the storage of spec {target}"
+        return
+    yield (target if "://" in target else str(Path(target).resolve())), "as given"
+    if _is_bare_name(target):
+        yield storage.join(_absolute(storage_root), target), "under --storage"
+        for path in _spec_files(target):
+            if path.is_file():
+                yield _spec_study_root(str(path)), f"the storage of {path}"
+
+
+def _spec_study_root(spec_file: str) -> str:
+    """Where the study of ``spec_file`` keeps its folder (``<storage>/<name>``)."""
+    from study.runner import experiment_path
+    from study.spec import load_spec
+
+    spec = load_spec(spec_file)
+    return experiment_path(spec, spec.name)
 
 
 def _absolute(location: str) -> str:
@@ -260,6 +297,7 @@ class Scored:
     figures: dict[str, str] = field(default_factory=dict)
     status: str = "COMPLETE"  # the trial's; CAM: its f's
     scored_from: dict[str, Any] = field(default_factory=dict)  # what was scored (cache key)
+    examples: str | None = None  # the .npz of its example maps and PR curve (for reports)
     cached: bool = False
 
     @property
@@ -278,6 +316,7 @@ class Scored:
             "figures": self.figures,
             "status": self.status,
             "scored_from": self.scored_from,
+            "examples": self.examples,
         }
 
     @classmethod
@@ -318,28 +357,38 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _figures(out_dir: Path, key: str, title: str, evaluation: Any) -> dict[str, str]:
+#: The file names of a scored item's figures under ``figures/<key>/``: the same in every
+#: trial, so each trial's MLflow run holds them under the same artifact path.
+FIGURE_FILES = {"boxes": "boxes.png", "masks": "masks.png", "pr_curve": "pr_curve.png"}
+EXAMPLES_FILE = "examples.npz"
+
+
+def _figures(out_dir: Path, key: str, title: str, evaluation: Any) -> tuple[dict[str, str], str]:
+    """Write ``figures/<key>/{boxes,masks,pr_curve}.png`` and ``examples.npz`` (the
+    example maps and the PR curve, for ``wsol report``); (kind -> PNG path, npz path)."""
+    from wsol.evaluate import save_examples
     from wsol.viz import boxes_figure, masks_figure, pr_curve_figure
 
     figures: dict[str, str] = {}
-    folder = out_dir / "figures"
+    folder = out_dir / "figures" / key
     if evaluation.examples:
         figures["boxes"] = str(
-            boxes_figure(folder / f"{key}_boxes.png", evaluation.examples, title)
+            boxes_figure(folder / FIGURE_FILES["boxes"], evaluation.examples, title)
         )
         if any(example.gt_mask is not None for example in evaluation.examples):
             figures["masks"] = str(
-                masks_figure(folder / f"{key}_masks.png", evaluation.examples, title)
+                masks_figure(folder / FIGURE_FILES["masks"], evaluation.examples, title)
             )
     if evaluation.pr_curve is not None:
         figures["pr_curve"] = str(
             pr_curve_figure(
-                folder / f"{key}_pr.png",
+                folder / FIGURE_FILES["pr_curve"],
                 {title: (evaluation.pr_curve, evaluation.metrics["pxap"])},
                 f"{title}: pixel precision-recall",
             )
         )
-    return figures
+    examples = save_examples(folder / EXAMPLES_FILE, evaluation.examples, evaluation.pr_curve)
+    return figures, str(examples)
 
 
 def _score_trial(
@@ -359,7 +408,8 @@ def _score_trial(
     evaluation = evaluate_maps(
         mask_generator_maps(mask_generator), classifier, samples, config, device, progress=progress
     )
-    title = f"{trial.row} {trial.trial_id} (epoch {trial.selected_epoch})"
+    title = f"{display_name(trial.row, trial.trial_id)} (epoch {trial.selected_epoch})"
+    figures, examples = _figures(out_dir, trial.trial_id, title, evaluation)
     return Scored(
         key=trial.trial_id,
         method=trial.row,
@@ -367,9 +417,10 @@ def _score_trial(
         selected_epoch=trial.selected_epoch,
         metrics=evaluation.metrics,
         evaluated_at=_now(),
-        figures=_figures(out_dir, trial.trial_id, title, evaluation),
+        figures=figures,
         status=trial.status,
         scored_from=key,
+        examples=examples,
     )
 
 
@@ -402,6 +453,7 @@ def _score_cam(
         progress=progress,
     )
     cam = cam_key(classifier_location)
+    figures, examples = _figures(out_dir, cam, "CAM", evaluation)
     return Scored(
         key=cam,
         method="CAM",
@@ -409,9 +461,15 @@ def _score_cam(
         selected_epoch=None,
         metrics=evaluation.metrics,
         evaluated_at=_now(),
-        figures=_figures(out_dir, cam, "CAM", evaluation),
+        figures=figures,
         scored_from=key,
+        examples=examples,
     )
+
+
+def display_name(row: str, trial_id: str) -> str:
+    """How outputs name a trial: its row and Tune trial id, as its MLflow run is named."""
+    return f"{row}/{trial_id}"
 
 
 def cam_key(classifier_location: str) -> str:
@@ -478,30 +536,111 @@ def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
 # --------------------------------------------------------------------------- MLflow
 
 
-def _log_to_mlflow(source: EvaluationSource, scored: list[Scored], log: Log) -> None:
-    if source.kind != "study" or not source.tracking_uri:
-        return
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+#: Where the results tables and report.html go on the study's parent run.
+PARENT_ARTIFACT_PATH = "evaluation"
+#: Where each trial's test figures go on its run: the same path in every trial.
+TRIAL_ARTIFACT_PATH = "test"
+RESULT_TABLES = ("results_rows.md", "results_rows.csv", "results_trials.md", "results_trials.csv")
 
-    from study.tracking import code_version
+
+@dataclass
+class StudyRuns:
+    """A study's MLflow runs: the parent (None when not found) and each trial's run."""
+
+    client: Any
+    tracking_uri: str
+    parent: Any | None
+    by_trial: dict[str, Any]
+
+
+def study_runs(source: EvaluationSource, log: Log) -> StudyRuns | None:
+    """The MLflow runs of ``source``'s study: the parent is the run without
+    ``mlflow.parentRunId`` whose ``study`` tag is the study's name (the latest started,
+    if several). None, with a line in ``log``, for a single run, a study without a
+    tracking URI or one whose experiment is gone; MLflow errors propagate."""
+    if source.kind != "study" or not source.tracking_uri:
+        return None
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(source.tracking_uri)
     experiment = client.get_experiment_by_name(source.experiment or source.name)
     if experiment is None:
-        log(f"MLflow: experiment {source.experiment!r} not found; test metrics not logged")
-        return
+        log(
+            f"MLflow: experiment {source.experiment or source.name!r} not found at "
+            f"{source.tracking_uri}; nothing logged there"
+        )
+        return None
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.study = '{source.name}'"
+        [experiment.experiment_id],
+        filter_string=f"tags.study = '{source.name}'",
+        order_by=["attributes.start_time DESC"],
     )
-    by_trial = {r.data.tags.get("trial_id"): r for r in runs if "trial_id" in r.data.tags}
+    by_trial = {r.data.tags["trial_id"]: r for r in runs if "trial_id" in r.data.tags}
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return StudyRuns(client, source.tracking_uri, parents[0] if parents else None, by_trial)
+
+
+def _mlflow_warning(source: EvaluationSource, what: str, error: Exception, log: Log) -> None:
+    log(
+        f"warning: MLflow at {source.tracking_uri}: could not log {what} "
+        f"({type(error).__name__}: {error}); the outputs on disk in {source.out_dir} are "
+        "complete, rerun the command to log them"
+    )
+
+
+def log_to_mlflow(
+    source: EvaluationSource, scored: list[Scored], parent_files: list[Path], log: Log
+) -> bool:
+    """Log ``scored`` (``test.*`` metrics, tags and ``test/`` figures on each trial's run;
+    CAM's as ``test.cam.*`` and ``test/cam/`` on the parent run) and ``parent_files``
+    (under ``evaluation/`` on the parent run). True when everything was logged.
+
+    A single run, a missing run or an unreachable MLflow is a line in ``log`` (a
+    warning), never an error: the outputs on disk are complete either way."""
+    try:
+        runs = study_runs(source, log)
+        if runs is None:
+            return False
+        logged = _log_scores(runs, source, scored, log)
+        if parent_files and runs.parent is None:
+            log(
+                f"MLflow: no parent run of study {source.name}; {len(parent_files)} files "
+                "only on disk"
+            )
+            return False
+        for path in parent_files:
+            runs.client.log_artifact(
+                runs.parent.info.run_id, str(path), artifact_path=PARENT_ARTIFACT_PATH
+            )
+    except Exception as error:  # any MLflow/network failure: the disk outputs stand
+        what = [*(item.key for item in scored), *(path.name for path in parent_files)]
+        _mlflow_warning(source, ", ".join(what), error, log)
+        return False
+    return logged
+
+
+def _cam_artifact_path(source: EvaluationSource, key: str) -> str:
+    """``test/cam`` on the parent run; ``test/<cam key>`` when the study has several f."""
+    several = len({trial.classifier for trial in source.trials}) > 1
+    return f"{TRIAL_ARTIFACT_PATH}/{key if several else 'cam'}"
+
+
+def _log_scores(runs: StudyRuns, source: EvaluationSource, scored: list[Scored], log: Log) -> bool:
+    """Each scored item's metrics, tags and figures on its run; False when a run is
+    missing (said in ``log``). MLflow errors propagate."""
+    from mlflow.entities import Metric
+
+    from study.version import code_version
+
+    client = runs.client
     evaluated_by = f"wsol evaluate ({code_version()})"
     timestamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    complete = True
     for item in scored:
-        run = by_trial.get(item.key) if item.method != "CAM" else (parents[0] if parents else None)
+        run = runs.by_trial.get(item.key) if item.method != "CAM" else runs.parent
         if run is None:
             log(f"MLflow: no run for {item.key}; its test metrics are only on disk")
+            complete = False
             continue
         prefix = "test." if item.method != "CAM" else "test.cam."
         metrics = [
@@ -513,8 +652,12 @@ def _log_to_mlflow(source: EvaluationSource, scored: list[Scored], log: Log) -> 
         client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
         client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
         client.set_tag(run.info.run_id, f"{prefix}trial_status", item.status)
+        artifact_path = (
+            TRIAL_ARTIFACT_PATH if item.method != "CAM" else _cam_artifact_path(source, item.key)
+        )
         for path in item.figures.values():
-            client.log_artifact(run.info.run_id, path, artifact_path="test")
+            client.log_artifact(run.info.run_id, path, artifact_path=artifact_path)
+    return complete
 
 
 # --------------------------------------------------------------------------- tables
@@ -674,8 +817,6 @@ def evaluate(
         write_json_atomically(cache, item.to_json())
         scored.insert(0, item)
         fresh.append(item)
-    if fresh:
-        _log_to_mlflow(source, fresh, log)
     diagnostics = []
     if epoch_curve:
         for trial in source.trials:
@@ -699,6 +840,9 @@ def evaluate(
     write_text_atomically(out_dir / "results_trials.csv", _csv(trials_rows))
     write_text_atomically(out_dir / "results_rows.md", markdown(rows_rows))
     write_text_atomically(out_dir / "results_rows.csv", _csv(rows_rows))
+    # The tables every time, not only when something was scored: a previous run may
+    # not have reached MLflow.
+    log_to_mlflow(source, fresh, [out_dir / name for name in RESULT_TABLES], log)
     outcome = EvaluationOutcome(
         source, scored, markdown(rows_rows), markdown(trials_rows), diagnostics
     )

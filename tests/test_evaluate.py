@@ -13,7 +13,16 @@ import torch
 import wsol.data.dataset as dataset_module
 from wsol.config import RunConfig, config_from_dict
 from wsol.data import WsolDataset, build_transform, collate_samples, normalize, read_test_split
-from wsol.evaluate import cam_maps, evaluate_maps, mask_generator_maps
+from wsol.evaluate import (
+    MapExample,
+    PixelPRCurve,
+    cam_maps,
+    choose_example_ids,
+    evaluate_maps,
+    load_examples,
+    mask_generator_maps,
+    save_examples,
+)
 from wsol.metrics import LocalizationEvaluator, MaxBoxAccV2Evaluator, pxap, top1_accuracy
 from wsol.models import Classifier, MaskGenerator
 
@@ -91,17 +100,22 @@ def test_numbers_equal_the_metric_functions_on_the_same_maps(
     assert set(result.maxboxacc_thresholds) == {30, 50, 70}
     assert len(result.examples) == 3
     first = result.examples[0]
+    index = ids.index(first.image_id)
     assert first.image.shape == (CROP, CROP, 3) and first.image.dtype == np.uint8
-    np.testing.assert_allclose(first.score_map, maps[0], atol=1e-6)
-    assert first.gt_boxes == [tuple(box) for box in gt_boxes[ids[0]].tolist()]
-    np.testing.assert_array_equal(first.gt_mask, masks[0])
+    np.testing.assert_allclose(first.score_map, maps[index], atol=1e-6)
+    assert first.gt_boxes == [tuple(box) for box in gt_boxes[first.image_id].tolist()]
+    np.testing.assert_array_equal(first.gt_mask, masks[index])
+    assert first.label == labels[index]
 
 
 def test_pxap_is_absent_when_a_sample_has_no_mask(
     config: RunConfig, classifier: Classifier
 ) -> None:
     samples = read_test_split(config.data)
-    samples[1] = dataclasses.replace(samples[1], mask_path=None)
+    second = choose_example_ids(samples, 2)[1]
+    samples = [
+        dataclasses.replace(s, mask_path=None) if s.image_id == second else s for s in samples
+    ]
     result = evaluate_maps(content_maps, classifier, samples, config, "cpu", num_examples=2)
     assert "pxap" not in result.metrics
     assert result.pr_curve is None
@@ -181,3 +195,70 @@ def test_refuses_bad_maps_and_bad_sample_lists(config: RunConfig, classifier: Cl
     with pytest.raises(ValueError, match="duplicated"):
         evaluate_maps(content_maps, classifier, [samples[0], samples[0]], config, "cpu")
     assert not classifier.training
+
+
+def test_example_images_go_round_robin_over_the_classes_whatever_the_sample_order(
+    config: RunConfig,
+) -> None:
+    samples = read_test_split(config.data)  # 3 classes, 4 test images each
+    chosen = choose_example_ids(samples, 7)
+    label_of = {s.image_id: s.label for s in samples}
+    assert [label_of[i] for i in chosen] == [0, 1, 2, 0, 1, 2, 0]
+    assert len(set(chosen)) == 7
+    shuffled = list(samples)
+    np.random.default_rng(0).shuffle(shuffled)
+    assert choose_example_ids(shuffled, 7) == chosen
+    assert choose_example_ids(samples, 100) == choose_example_ids(samples, len(samples))
+    assert len(choose_example_ids(samples, 100)) == len(samples)
+
+
+def test_every_map_function_keeps_the_same_example_images(
+    config: RunConfig, classifier: Classifier
+) -> None:
+    samples = read_test_split(config.data)
+
+    def inverted_maps(images: torch.Tensor, class_indices: torch.Tensor) -> torch.Tensor:
+        return 1.0 - content_maps(images, class_indices)
+
+    one = evaluate_maps(content_maps, classifier, samples, config, "cpu", num_examples=5)
+    other = evaluate_maps(inverted_maps, classifier, samples, config, "cpu", num_examples=5)
+    ids = [example.image_id for example in one.examples]
+    assert ids == choose_example_ids(samples, 5)
+    assert [example.image_id for example in other.examples] == ids
+    assert [example.label for example in other.examples] == [0, 1, 2, 0, 1]
+    assert not np.allclose(one.examples[0].score_map, other.examples[0].score_map)
+
+
+def test_examples_and_pr_curve_round_trip_through_npz(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    examples = [
+        MapExample(
+            image_id=f"class_{k}/image_{k}.jpg",
+            image=rng.integers(0, 256, (CROP, CROP, 3), dtype=np.uint8),
+            score_map=rng.random((CROP, CROP)).astype(np.float32),
+            box=(1, 2, 10 + k, 20),
+            gt_boxes=[(0, 0, 5, 5)] * (k + 1),
+            gt_mask=rng.random((CROP, CROP)) > 0.5 if k != 1 else None,
+            label=k,
+        )
+        for k in range(3)
+    ]
+    curve = PixelPRCurve(rng.random(12), np.linspace(0, 1, 12), np.linspace(1, 0, 12))
+
+    loaded, loaded_curve = load_examples(save_examples(tmp_path / "e.npz", examples, curve))
+
+    for before, after in zip(examples, loaded, strict=True):
+        assert (after.image_id, after.label, after.box) == (
+            before.image_id,
+            before.label,
+            before.box,
+        )
+        assert after.gt_boxes == before.gt_boxes
+        np.testing.assert_array_equal(after.image, before.image)
+        np.testing.assert_allclose(after.score_map, before.score_map, atol=1e-3)  # float16
+        if before.gt_mask is None:
+            assert after.gt_mask is None
+        else:
+            np.testing.assert_array_equal(after.gt_mask, before.gt_mask)
+    np.testing.assert_array_equal(loaded_curve.recall, curve.recall)
+    assert load_examples(save_examples(tmp_path / "none.npz", [], None)) == ([], None)

@@ -11,15 +11,16 @@ from pathlib import Path
 import mlflow
 import pytest
 import ray
+from mlflow.exceptions import MlflowException
 from studies import tiny_study
 
 import wsol.checkpoint
 import wsol.data
 from study.errors import StudyError
-from study.evaluation import evaluate
+from study.evaluation import RESULT_TABLES, evaluate
 from study.report import report
 from study.runner import run_study
-from wsol.evaluate import evaluate_maps, mask_generator_maps
+from wsol.evaluate import evaluate_maps, load_examples, mask_generator_maps
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,71 @@ def test_mlflow_holds_test_metrics_on_each_trial_run(evaluated) -> None:
     assert "test.cam.gt_known_loc" in parent.data.metrics
 
 
+def _artifact_paths(client: mlflow.MlflowClient, run_id: str, folder: str) -> set[str]:
+    return {item.path for item in client.list_artifacts(run_id, folder)}
+
+
+def _study_runs(study) -> tuple[mlflow.MlflowClient, dict[str, str], str]:
+    """(client, trial id -> run id, parent run id) of the evaluated tiny study."""
+    client = mlflow.MlflowClient(study.tracking_uri())
+    experiment = client.get_experiment_by_name("evaltiny")
+    runs = client.search_runs([experiment.experiment_id])
+    children = {
+        r.data.tags["trial_id"]: r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags
+    }
+    (parent,) = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return client, children, parent
+
+
+def test_every_trial_run_holds_its_test_figures_under_the_same_paths(evaluated) -> None:
+    study, outcome, _, _, _ = evaluated
+    client, children, parent = _study_runs(study)
+    expected = {"test/boxes.png", "test/masks.png", "test/pr_curve.png"}
+    for summary in outcome.summaries:
+        assert _artifact_paths(client, children[summary.trial_id], "test") == expected
+    cam = {"test/cam/boxes.png", "test/cam/masks.png", "test/cam/pr_curve.png"}
+    assert _artifact_paths(client, parent, "test/cam") == cam
+
+
+def test_the_parent_run_holds_the_results_tables(evaluated) -> None:
+    study, _, _, _, _ = evaluated
+    client, _, parent = _study_runs(study)
+    tables = {f"evaluation/{name}" for name in RESULT_TABLES}
+    assert tables <= _artifact_paths(client, parent, "evaluation")
+
+
+def test_every_method_shows_the_same_example_images_across_classes(evaluated) -> None:
+    _, _, result, _, _ = evaluated
+    shown = {}
+    for item in result.scored:
+        examples, curve = load_examples(Path(item.examples))
+        shown[item.key] = [(example.image_id, example.label) for example in examples]
+        assert curve is not None  # the PR curve the report overlays
+    first, *others = shown.values()
+    assert all(other == first for other in others)
+    assert len(first) == 8
+    # round-robin over the 3 classes: 0, 1, 2, 0, 1, 2, 0, 1
+    assert [label for _, label in first] == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_an_unreachable_mlflow_is_a_warning_and_the_tables_stay_on_disk(
+    evaluated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, outcome, _, _, _ = evaluated
+
+    def refuse(*args, **kwargs):
+        raise MlflowException("connection refused")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", refuse)
+    lines: list[str] = []
+    again = evaluate(str(Path(outcome.manifest).parent), progress=False, log=lines.append)
+
+    assert any(
+        line.startswith("warning: MLflow") and "connection refused" in line for line in lines
+    )
+    assert all((again.source.out_dir / name).stat().st_size > 0 for name in RESULT_TABLES)
+
+
 def test_second_evaluation_is_a_no_op(evaluated) -> None:
     _, outcome, result, _, _ = evaluated
     caches = sorted((result.source.out_dir / "trials").glob("*.json"))
@@ -173,16 +239,23 @@ def test_epoch_curve_is_a_labelled_diagnostic(evaluated) -> None:
         assert Path(diagnostic["figure"]).stat().st_size > 1000
 
 
-def test_report_writes_a_self_contained_page(evaluated) -> None:
-    _, outcome, _, _, _ = evaluated
+def test_report_writes_a_self_contained_page_and_logs_it_to_the_parent_run(evaluated) -> None:
+    study, outcome, _, _, _ = evaluated
     lines: list[str] = []
     page = report(str(Path(outcome.manifest).parent), log=lines.append)
     text = page.read_text()
     assert "<table>" in text and "data:image/png;base64," in text
+    assert 'src="http' not in text and "src='http" not in text  # nothing fetched
+    for section in ("comparison", "pr", "val-s", "weight-maps"):
+        assert f'id="{section}"' in text
+    # Fig. 4 of all four trials (two rows x two seeds), read from their checkpoints
+    assert text.count(": weight maps</figcaption>") == 4
     assert any("| CAM |" in line for line in lines)
+    client, _, parent = _study_runs(study)
+    assert "evaluation/report.html" in _artifact_paths(client, parent, "evaluation")
 
 
-def test_a_single_run_folder_is_evaluated_like_a_one_trial_study(
+def test_a_single_run_folder_is_evaluated_and_reported_like_a_one_trial_study(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     from studies import tiny_spec_dict
@@ -199,3 +272,6 @@ def test_a_single_run_folder_is_evaluated_like_a_one_trial_study(
     assert result.source.kind == "run"
     assert [item.method for item in result.scored] == ["CAM", "single"]
     assert (tmp_path / "run" / "evaluation" / "results_rows.md").is_file()
+    text = report(str(tmp_path / "run"), log=lambda _: None).read_text()
+    assert "single/run: weight maps" in text  # the run folder's own Fig. 4
+    assert 'class="note"' not in text  # comparison, PR and S curves all drawn

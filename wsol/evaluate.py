@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,7 @@ class MapExample:
     Attributes:
         image: (C, C, 3) uint8 RGB crop. score_map: (C, C) float32 map in [0, 1].
         box: the predicted box. gt_boxes: the ground-truth boxes. gt_mask: (C, C) bool
-        or None when the sample has no mask.
+        or None when the sample has no mask. label: the ground-truth class.
     """
 
     image_id: str
@@ -129,6 +130,27 @@ class MapExample:
     box: Box
     gt_boxes: list[Box]
     gt_mask: np.ndarray | None
+    label: int = -1
+
+
+def choose_example_ids(samples: Sequence[Sample], count: int) -> list[str]:
+    """Up to ``count`` image ids of ``samples`` for figures, round-robin over the classes:
+    the first image of each class (ascending label), then the second of each, and so on,
+    each class's images in sorted id order.
+
+    Depends on nothing but the samples' ids and labels, so every method evaluated on the
+    same split shows the same images, in the same order, spread over the classes.
+    """
+    by_class: dict[int, list[str]] = {}
+    for sample in samples:
+        by_class.setdefault(int(sample.label), []).append(sample.image_id)
+    queues = [sorted(ids) for _, ids in sorted(by_class.items())]
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < count and any(depth < len(queue) for queue in queues):
+        chosen.extend(queue[depth] for queue in queues if depth < len(queue))
+        depth += 1
+    return chosen[: max(count, 0)]
 
 
 @dataclass
@@ -188,7 +210,8 @@ def evaluate_maps(
         config: the run's config (data transform, batch size, box threshold).
         device: where the networks run.
         progress: show a progress bar.
-        num_examples: how many of the first images to keep as :class:`MapExample`.
+        num_examples: how many images to keep as :class:`MapExample`: those
+            :func:`choose_example_ids` picks (across classes), in its order.
 
     Returns:
         A :class:`TestEvaluation`.
@@ -215,6 +238,9 @@ def evaluate_maps(
     dataset = WsolDataset(samples, build_transform(config.data, train=False), config.seed)
     loader = make_eval_loader(dataset, config.mask.batch_size, config, device)
     records: list[ImageResult] = []
+    example_order = {
+        image_id: rank for rank, image_id in enumerate(choose_example_ids(samples, num_examples))
+    }
     examples: list[MapExample] = []
     batches = tqdm(loader, desc="evaluating", total=len(loader), leave=False, disable=not progress)
     try:
@@ -261,7 +287,7 @@ def evaluate_maps(
                         mask_mean=float(score_map.mean()),
                     )
                 )
-                if len(examples) < num_examples:
+                if image_id in example_order:
                     examples.append(
                         MapExample(
                             image_id=image_id,
@@ -270,10 +296,12 @@ def evaluate_maps(
                             box=record.box,
                             gt_boxes=_boxes_list(gt_boxes),
                             gt_mask=gt_mask if bool(batch["has_mask"][index]) else None,
+                            label=label,
                         )
                     )
     finally:
         classifier.train(was_training)
+    examples.sort(key=lambda example: example_order[example.image_id])
 
     localization = box_evaluator.compute()
     metrics: dict[str, float] = {
@@ -298,3 +326,69 @@ def evaluate_maps(
         examples=examples,
         maxboxacc_thresholds=maxbox_evaluator.best_thresholds(),
     )
+
+
+def save_examples(
+    path: Path, examples: Sequence[MapExample], pr_curve: PixelPRCurve | None
+) -> Path:
+    """Write ``examples`` and ``pr_curve`` to one compressed ``.npz`` at ``path`` (what a
+    report needs to draw methods side by side without scoring again); maps are stored
+    as float16. Read back with :func:`load_examples`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    crop = examples[0].image.shape[0] if examples else 0
+    arrays: dict[str, np.ndarray] = {
+        "image_ids": np.array([example.image_id for example in examples], dtype=str),
+        "labels": np.array([example.label for example in examples], dtype=np.int64),
+        "images": np.array([example.image for example in examples], dtype=np.uint8).reshape(
+            len(examples), crop, crop, 3
+        ),
+        "score_maps": np.array(
+            [example.score_map for example in examples], dtype=np.float16
+        ).reshape(len(examples), crop, crop),
+        "boxes": np.array([example.box for example in examples], dtype=np.int64).reshape(-1, 4),
+        "gt_box_counts": np.array([len(e.gt_boxes) for e in examples], dtype=np.int64),
+        "gt_boxes": np.array(
+            [box for example in examples for box in example.gt_boxes], dtype=np.int64
+        ).reshape(-1, 4),
+        "has_mask": np.array([example.gt_mask is not None for example in examples], dtype=bool),
+        "gt_masks": np.array(
+            [
+                example.gt_mask if example.gt_mask is not None else np.zeros((crop, crop), bool)
+                for example in examples
+            ],
+            dtype=bool,
+        ).reshape(len(examples), crop, crop),
+    }
+    if pr_curve is not None:
+        arrays["pr_precision"] = pr_curve.precision
+        arrays["pr_recall"] = pr_curve.recall
+        arrays["pr_thresholds"] = pr_curve.thresholds
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def load_examples(path: Path) -> tuple[list[MapExample], PixelPRCurve | None]:
+    """The examples and PR curve :func:`save_examples` wrote to ``path``."""
+    with np.load(Path(path)) as data:
+        boxes = data["gt_boxes"].tolist()
+        starts = np.concatenate([[0], np.cumsum(data["gt_box_counts"])]).tolist()
+        examples = [
+            MapExample(
+                image_id=str(image_id),
+                image=data["images"][index],
+                score_map=data["score_maps"][index].astype(np.float32),
+                box=tuple(int(v) for v in data["boxes"][index]),
+                gt_boxes=[
+                    tuple(int(v) for v in b) for b in boxes[starts[index] : starts[index + 1]]
+                ],
+                gt_mask=data["gt_masks"][index] if data["has_mask"][index] else None,
+                label=int(data["labels"][index]),
+            )
+            for index, image_id in enumerate(data["image_ids"])
+        ]
+        curve = None
+        if "pr_precision" in data:
+            curve = PixelPRCurve(data["pr_precision"], data["pr_recall"], data["pr_thresholds"])
+    return examples, curve

@@ -44,6 +44,42 @@ def _draw_box(axis: Any, box: Sequence[int], color: str, scale: float = 1.0) -> 
     )
 
 
+def _fixed_grid(
+    rows: int,
+    columns: int,
+    *,
+    cell: float,
+    top: float,
+    gap: float = 0.08,
+    row_gap: float | None = None,
+    left: float = 0.1,
+    pad: float = 0.1,
+) -> tuple[Any, Any]:
+    """A figure of ``rows`` x ``columns`` square cells of ``cell`` inches with fixed
+    margins in inches (``top`` above the first row for the suptitle and column titles,
+    ``row_gap`` between rows for per-image titles, ``left`` for row labels). Not
+    tight_layout: it does not leave room for a suptitle, which then overlaps the titles."""
+    row_gap = gap if row_gap is None else row_gap
+    width = left + columns * cell + (columns - 1) * gap + pad
+    height = top + rows * cell + (rows - 1) * row_gap + pad
+    figure, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - pad / width,
+        top=1 - top / height,
+        bottom=pad / height,
+        wspace=gap / cell,
+        hspace=row_gap / cell,
+    )
+    return figure, axes
+
+
+def _suptitle(figure: Any, text: str, fontsize: float = 9) -> None:
+    """``text`` at the top edge, inside the room :func:`_fixed_grid` left for it."""
+    height = figure.get_size_inches()[1]
+    figure.suptitle(text, fontsize=fontsize, y=1 - 0.08 / height, va="top")
+
+
 def weight_map_evolution(
     path: Path,
     images: Sequence[np.ndarray],
@@ -123,8 +159,9 @@ def boxes_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         raise ValueError("nothing to draw: no examples")
     columns = min(4, len(examples))
     rows = -(-len(examples) // columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(2.2 * columns, 2.2 * rows + 0.5), squeeze=False
+    lines = 1 + bool(title)
+    figure, axes = _fixed_grid(
+        rows, columns, cell=2.2, top=0.25 + 0.2 * lines + 0.2, row_gap=0.3, gap=0.15
     )
     for axis in axes.flat:
         axis.set_xticks([])
@@ -136,9 +173,8 @@ def boxes_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         for box in example.gt_boxes:
             _draw_box(axis, box, GT_COLOR)
         _draw_box(axis, example.box, PRED_COLOR)
-        axis.set_title(Path(str(example.image_id)).name[-24:], fontsize=6)
-    figure.suptitle((title + "\n" if title else "") + "green: ground truth, red: predicted")
-    figure.tight_layout()
+        axis.set_title(Path(str(example.image_id)).name[-28:], fontsize=7)
+    _suptitle(figure, (title + "\n" if title else "") + "green: ground truth, red: predicted")
     return _save(figure, path)
 
 
@@ -147,9 +183,7 @@ def masks_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
     with_masks = [example for example in examples if example.gt_mask is not None]
     if not with_masks:
         raise ValueError("nothing to draw: no example has a ground-truth mask")
-    figure, axes = plt.subplots(
-        len(with_masks), 3, figsize=(6.0, 2.0 * len(with_masks) + 0.5), squeeze=False
-    )
+    figure, axes = _fixed_grid(len(with_masks), 3, cell=2.0, top=0.3 + (0.3 if title else 0))
     for row, example in enumerate(with_masks):
         axes[row, 0].imshow(example.image)
         axes[row, 1].imshow(example.score_map, cmap="gray", vmin=0, vmax=1)
@@ -160,8 +194,7 @@ def masks_figure(path: Path, examples: Sequence[Any], title: str = "") -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
     if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+        _suptitle(figure, title)
     return _save(figure, path)
 
 
@@ -207,5 +240,156 @@ def epoch_curve_figure(
     figure.suptitle(
         "DIAGNOSTIC (never used for selection)" + ("\n" + title if title else ""), fontsize=9
     )
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+#: Colours of methods in combined figures: CAM, then the rows in spec order.
+CAM_COLOR = "#333333"
+ROW_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+TRIAL_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def method_color(method: str, rows: Sequence[str]) -> str:
+    """The colour of ``method`` ("CAM" or one of ``rows``) in every combined figure."""
+    if method == "CAM" or method not in rows:
+        return CAM_COLOR
+    return ROW_COLORS[list(rows).index(method) % len(ROW_COLORS)]
+
+
+def comparison_grid(
+    path: Path, columns: Sequence[tuple[str, Sequence[Any]]], title: str = ""
+) -> Path:
+    """The paper's Fig. 5-7 across methods: a line per test image, the image with its
+    ground-truth box (green), then each method's map with its predicted (red) and the
+    ground-truth boxes.
+
+    ``columns``: (method label, its :class:`wsol.evaluate.MapExample` list), every list
+    on the same images in the same order (checked: ValueError naming the method). Each
+    line names its image id and class on the left.
+    """
+    if not columns or not columns[0][1]:
+        raise ValueError("nothing to draw: no methods or no examples")
+    reference = [example.image_id for example in columns[0][1]]
+    for label, examples in columns:
+        if [example.image_id for example in examples] != reference:
+            raise ValueError(
+                f"method {label!r} shows other images ({[e.image_id for e in examples][:3]}...) "
+                f"than {columns[0][0]!r} ({reference[:3]}...): the grid needs the same ones"
+            )
+    lines = len(reference)
+    # The id labels get room on the left, the two-line column titles room on top.
+    figure, axes = _fixed_grid(lines, 1 + len(columns), cell=1.9, top=1.0, left=1.4)
+    for line, first in enumerate(columns[0][1]):
+        axes[line, 0].imshow(first.image)
+        for box in first.gt_boxes:
+            _draw_box(axes[line, 0], box, GT_COLOR)
+        name = Path(str(first.image_id)).stem
+        axes[line, 0].set_ylabel(
+            f"{_wrap(name, 18)}\nclass {first.label}",
+            fontsize=7,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
+        for column, (_, examples) in enumerate(columns, start=1):
+            example = examples[line]
+            axis = axes[line, column]
+            axis.imshow(example.image)
+            axis.imshow(example.score_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for box in example.gt_boxes:
+                _draw_box(axis, box, GT_COLOR)
+            _draw_box(axis, example.box, PRED_COLOR)
+    axes[0, 0].set_title("image", fontsize=8)
+    for column, (label, _) in enumerate(columns, start=1):
+        axes[0, column].set_title(_wrap(label), fontsize=8)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    _suptitle(
+        figure, (title + "\n" if title else "") + "green: ground truth, red: box from the map"
+    )
+    return _save(figure, path)
+
+
+def _wrap(label: str, width: int = 16) -> str:
+    """``label`` on two lines when longer than ``width``: after its first ``/`` (or
+    space), else at ``width``, so a title stays within its column."""
+    if len(label) <= width:
+        return label
+    for separator in ("/", " "):
+        head, found, tail = label.partition(separator)
+        if found:
+            return head + (separator if separator == "/" else "") + "\n" + tail
+    return label[:width] + "\n" + label[width:]
+
+
+def pr_curves_figure(
+    path: Path, curves: Sequence[tuple[str, Any, float, str, str]], title: str = ""
+) -> Path:
+    """All methods' pixel precision-recall curves on one plot: (label, curve with
+    ``precision`` and ``recall``, PxAP in percent, colour, line style) each; the legend
+    sits beside the axes so it never hides a curve."""
+    if not curves:
+        raise ValueError("nothing to draw: no PR curves")
+    figure, axis = plt.subplots(figsize=(10.0, 4.4))
+    for label, curve, value, color, style in curves:
+        axis.plot(
+            curve.recall, curve.precision, style, color=color, label=f"{label} (PxAP {value:.1f})"
+        )
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axis.set_title(title or "pixel precision-recall (test split)", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def val_s_curves_figure(path: Path, curves: Sequence[dict[str, Any]], title: str = "") -> Path:
+    """The validation S-score of every trial against epoch on one plot, excluded
+    (degenerate) epochs drawn as grey crosses, each trial's selected epoch as a star.
+
+    ``curves``: ``{"label", "color", "style", "epochs", "s_scores", "excluded"
+    (epochs), "selected" (epoch or None)}`` each.
+    """
+    if not curves:
+        raise ValueError("nothing to draw: no trials")
+    figure, axis = plt.subplots(figsize=(10.0, 4.4))
+    for curve in curves:
+        epochs, scores = list(curve["epochs"]), list(curve["s_scores"])
+        axis.plot(
+            epochs,
+            scores,
+            curve["style"],
+            color=curve["color"],
+            label=curve["label"],
+            marker="o",
+            markersize=3,
+            linewidth=2,
+            alpha=0.85,
+        )
+        by_epoch = dict(zip(epochs, scores, strict=True))
+        excluded = [epoch for epoch in curve["excluded"] if epoch in by_epoch]
+        axis.plot(excluded, [by_epoch[e] for e in excluded], "x", color="0.45", markersize=8, mew=2)
+        if curve["selected"] in by_epoch:
+            axis.plot(
+                [curve["selected"]],
+                [by_epoch[curve["selected"]]],
+                "*",
+                color=curve["color"],
+                markersize=15,
+                markeredgecolor="black",
+            )
+    axis.plot([], [], "x", color="0.45", markersize=8, mew=2, label="excluded (degenerate)")
+    axis.plot([], [], "*", color="white", markeredgecolor="black", markersize=15, label="selected")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation S-score")
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axis.set_title(title or "validation S-score per epoch", fontsize=9)
     figure.tight_layout()
     return _save(figure, path)
