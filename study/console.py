@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from study.trainable import trial_name
+from study.names import trial_name
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

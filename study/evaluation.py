@@ -35,6 +35,7 @@ from typing import Any
 from study import storage
 from study.errors import StudyError
 from study.manifest import EVALUABLE, STUDY_MANIFEST
+from study.names import trial_name
 from study.spec import NAME_PATTERN
 from study.tables import csv_table, markdown_table
 from wsol.checkpoint import CLASSIFIER_CHECKPOINT, MASK_CHECKPOINT
@@ -64,6 +65,13 @@ class TrialTarget:
     history: list[dict[str, Any]]  # the g loop's rows (wsol.selection's schema)
     checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> mask.pt location
     status: str = "COMPLETE"  # the manifest's; anything else is scored only when allowed
+
+    run_folder: bool = False  # a `wsol train` run (its folder name is its name)
+
+    @property
+    def name(self) -> str:
+        """Its display name: study.names.trial_name, or a single run's folder name."""
+        return self.trial_id if self.run_folder else trial_name(self.row, self.trial_id)
 
 
 @dataclass
@@ -250,6 +258,7 @@ def _run_source(root: Path, out: Path | None) -> EvaluationSource:
         mask_file=str(root / "selected.pt"),
         classifier=classifier,
         history=history,
+        run_folder=True,
     )
     return EvaluationSource(
         kind="run",
@@ -271,7 +280,7 @@ def verify_selection(trial: TrialTarget, checkpoint_epoch: int) -> None:
 
     history = trial.history
     if not history:
-        raise StudyError(f"trial {trial.trial_id}: no validation history; cannot check selection")
+        raise StudyError(f"trial {trial.name}: no validation history; cannot check selection")
     selected = select_epoch(history).epoch
     if not selected == trial.selected_epoch == checkpoint_epoch:
         raise StudyError(
@@ -408,7 +417,7 @@ def _score_trial(
     evaluation = evaluate_maps(
         mask_generator_maps(mask_generator), classifier, samples, config, device, progress=progress
     )
-    title = f"{display_name(trial.row, trial.trial_id)} (epoch {trial.selected_epoch})"
+    title = f"{trial.name} (epoch {trial.selected_epoch})"
     figures, examples = _figures(out_dir, trial.trial_id, title, evaluation)
     return Scored(
         key=trial.trial_id,
@@ -468,8 +477,8 @@ def _score_cam(
 
 
 def display_name(row: str, trial_id: str) -> str:
-    """How outputs name a trial: its row and Tune trial id, as its MLflow run is named."""
-    return f"{row}/{trial_id}"
+    """How outputs name a trial: its one name (study.names.trial_name)."""
+    return trial_name(row, trial_id)
 
 
 def cam_key(classifier_location: str) -> str:
@@ -526,8 +535,7 @@ def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
         [val_s.get(e, math.nan) for e in epochs],
         selected,
         [row["epoch"] for row in trial.history if row["excluded_reason"]],
-        title=f"{trial.row} {trial.trial_id}: gap to the best epoch on test "
-        f"{result['gap']:.1f} points",
+        title=f"{trial.name}: gap to the best epoch on test {result['gap']:.1f} points",
     )
     result["figure"] = str(figure)
     return result
@@ -675,9 +683,10 @@ def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str
     header = ["trial", "method", *source.search_keys, "epoch", *(t for _, t in METRIC_COLUMNS)]
     rows = [header]
     for item in scored:
+        named = source.kind == "study" and item.method != "CAM"
         rows.append(
             [
-                item.key,
+                display_name(item.method, item.key) if named else item.key,
                 item.label,
                 *(str(item.params.get(key, "-")) for key in source.search_keys),
                 str(item.selected_epoch or "-"),
@@ -776,19 +785,19 @@ def evaluate(
         if cached is not None and cached.get("scored_from") == key:
             scored.append(Scored.from_json(cached))
             log(
-                f"[{index}/{total}] {trial.trial_id} ({label}, epoch {trial.selected_epoch}): "
+                f"[{index}/{total}] {trial.name} ({label}, epoch {trial.selected_epoch}): "
                 f"already scored ({cache})"
             )
             continue
         if cached is not None:
             before = cached.get("selected_epoch")
             log(
-                f"[{index}/{total}] {trial.trial_id}: its selection, checkpoint, f or the code "
+                f"[{index}/{total}] {trial.name}: its selection, checkpoint, f or the code "
                 f"changed since it was scored (epoch {before} -> {trial.selected_epoch}); "
                 "scoring again"
             )
         log(
-            f"[{index}/{total}] {trial.trial_id} ({label}, epoch {trial.selected_epoch}): "
+            f"[{index}/{total}] {trial.name} ({label}, epoch {trial.selected_epoch}): "
             "scoring on the test split"
         )
         item = _score_trial(trial, key, torch_device, out_dir, progress)
@@ -829,7 +838,7 @@ def evaluate(
             if cached is not None and cached.get("scored_from") == key:
                 diagnostics.append(cached)
                 continue
-            log(f"{DIAGNOSTIC}: every epoch of {trial.trial_id} on the test split")
+            log(f"{DIAGNOSTIC}: every epoch of {trial.name} on the test split")
             result = {**_epoch_curve(trial, torch_device, out_dir, progress), "scored_from": key}
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomically(cache, result)

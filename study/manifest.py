@@ -18,11 +18,12 @@ from typing import Any
 from ray import tune
 
 from study import storage
+from study.names import trial_name
 from study.retention import existing_checkpoints
 from study.scheduling import stopped_by
 from study.spec import Study
 from study.tables import markdown_table
-from study.trainable import ROW_KEY, read_checkpoint_selection, trial_name, trial_params
+from study.trainable import ROW_KEY, read_checkpoint_selection, trial_params
 
 STUDY_MANIFEST = "study.json"
 #: A trial's status in the manifest. COMPLETE: every planned epoch ran; STOPPED: early

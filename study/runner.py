@@ -50,11 +50,12 @@ from study.manifest import (
     summarize,
     write_manifest,
 )
+from study.names import trial_name
 from study.preflight import check_inputs, check_resources, check_study_folder
 from study.retention import STATE_SAVE_PERIOD_S, CheckpointRetention
 from study.scheduling import build_scheduler, build_stopper
 from study.spec import DEFAULT_ROW, Study, check_name
-from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_name, trial_params
+from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
 from wsol.config import flatten_config
 from wsol.files import write_text_atomically
 

@@ -40,10 +40,11 @@ from urllib.parse import urlparse
 from ray.tune import Callback
 
 from study import storage
+from study.names import trial_name
 from study.preflight import check_tracking_uri, sqlite_database_path
 from study.tracking_state import StudyTrackingState, TrialTrackingState
-from study.trainable import trial_name
 from study.version import code_version
+from wsol.colors import PARENT_COLOR, row_color
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -78,21 +79,8 @@ MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
 #: A run's colour in the UI's charts and tables.
 RUN_COLOR_TAG = "mlflow.runColor"
-#: Distinct colours (matplotlib's tab10 less its grey, which marks the parent run); a
-#: trial's colour is chosen by its row label's hash, so a row looks the same in every
-#: study (two labels may share a colour).
-RUN_COLORS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-    "#bcbd22",
-)
-PARENT_RUN_COLOR = "#7f7f7f"
+#: The parent run's colour; a trial's is its row's (wsol.colors.row_color).
+PARENT_RUN_COLOR = PARENT_COLOR
 SPEC_ARTIFACT_PATH = "spec"
 
 WEIGHT_MAPS_FILE = "weight_maps.png"
@@ -151,10 +139,9 @@ class StudyInfo:
 
 
 def run_color(key: str) -> str:
-    """The UI colour of a trial whose row (or search point) is ``key``: stable across
-    studies and sessions (a hash of the label, not of Python's salted ``hash``)."""
-    digest = hashlib.sha256(f"wsol{key}".encode()).hexdigest()
-    return RUN_COLORS[int(digest, 16) % len(RUN_COLORS)]
+    """The UI colour of a trial whose row (or search point) is ``key``: its row's colour
+    in every figure too (wsol.colors.row_color)."""
+    return row_color(key)
 
 
 # --------------------------------------------------------------------------------------

@@ -40,12 +40,6 @@ def staging_dir() -> str | None:
     return None
 
 
-def trial_name(row: str, trial_id: str) -> str:
-    """A trial's one display name, ``<row>_<trial id>`` (``full_984d0_00000``): Ray's
-    trial name, its folder, its MLflow run, the console, the tables and the report."""
-    return f"{row}_{trial_id}"
-
-
 def trial_params(tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(row, search-space params) of a trial's Tune config."""
     params = {key: value for key, value in tune_config.items() if key != ROW_KEY}

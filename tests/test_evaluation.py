@@ -273,5 +273,5 @@ def test_a_single_run_folder_is_evaluated_and_reported_like_a_one_trial_study(
     assert [item.method for item in result.scored] == ["CAM", "single"]
     assert (tmp_path / "run" / "evaluation" / "results_rows.md").is_file()
     text = report(str(tmp_path / "run"), log=lambda _: None).read_text()
-    assert "single/run: weight maps" in text  # the run folder's own Fig. 4
+    assert "single_run: weight maps" in text  # the run folder's own Fig. 4
     assert 'class="note"' not in text  # comparison, PR and S curves all drawn

@@ -152,10 +152,10 @@ def test_the_page_renders_every_section_with_figures_inlined(tmp_path: Path) -> 
     for section in ("rows", "trials", "comparison", "pr", "val-s", "weight-maps"):
         assert f'id="{section}"' in text, section
     assert _images(text) == 4  # comparison grid, PR curves, S curves, one weight-map figure
-    assert "full/t_full: weight maps" in text
+    assert "full_t_full: weight maps" in text
     # the one thing missing is said: t_noreg's checkpoint holds no Fig. 4
     (note,) = re.findall(r'<p class="note">(.*?)</p>', text)
-    assert note == "no-reg/t_noreg: no weight_maps.png in its kept checkpoints"
+    assert note == "no-reg_t_noreg: no weight_maps.png in its kept checkpoints"
     figures = folder / "evaluation" / "figures" / "report"
     assert {p.name for p in figures.iterdir()} == {
         "comparison.png",
@@ -171,7 +171,7 @@ def test_each_trials_excluded_epochs_and_an_all_degenerate_trial_are_said_in_wor
     flat = " ".join(text.split())
     assert "selected epoch 2 (S = 0.900) of 3; excluded as degenerate: epoch 1." in flat
     degenerate = re.search(
-        r'<li class="degenerate"><strong>no-reg/t_noreg</strong>:(.*?)</li>', flat
+        r'<li class="degenerate"><strong>no-reg_t_noreg</strong>:(.*?)</li>', flat
     )
     assert degenerate is not None
     assert "every epoch was degenerate" in degenerate.group(1)
@@ -189,7 +189,7 @@ def test_methods_on_other_images_get_a_note_not_a_misleading_grid(tmp_path: Path
 
     text = report(str(folder), log=lambda _: None).read_text()
 
-    assert "cannot set the methods side by side" in text and "no-reg/t_noreg" in text
+    assert "cannot set the methods side by side" in text and "no-reg_t_noreg" in text
     assert _images(text) == 3  # PR curves, S curves, weight maps still drawn
 
 

@@ -166,7 +166,7 @@ def test_sigterm_stops_the_study_the_same_way_and_evaluation_labels_what_it_allo
     scored = [t for t in manifest["trials"] if t["selected_checkpoint"]]
     table = (experiment / "evaluation" / "results_trials.md").read_text()
     for trial in scored:
-        line = next(row for row in table.splitlines() if row.startswith(f"| {trial['trial_id']}"))
+        line = next(row for row in table.splitlines() if row.startswith(f"| {trial['name']} "))
         if trial["status"] == "INCOMPLETE":
             assert "(INCOMPLETE)" in line
     # Every unfinished trial is named: scored and labelled, or listed as not scored.

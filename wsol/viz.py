@@ -13,6 +13,7 @@ import matplotlib.patches as patches
 import matplotlib.pyplot as plt
 import numpy as np
 
+from wsol.colors import row_color
 from wsol.localize import Box
 
 GT_COLOR = "#00c000"
@@ -244,17 +245,17 @@ def epoch_curve_figure(
     return _save(figure, path)
 
 
-#: Colours of methods in combined figures: CAM, then the rows in spec order.
+#: CAM's colour in combined figures; a row's is wsol.colors.row_color, as in MLflow.
 CAM_COLOR = "#333333"
-ROW_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 TRIAL_LINESTYLES = ("-", "--", ":", "-.")
 
 
 def method_color(method: str, rows: Sequence[str]) -> str:
-    """The colour of ``method`` ("CAM" or one of ``rows``) in every combined figure."""
+    """The colour of ``method`` ("CAM" or one of ``rows``) in every combined figure: a
+    row's own colour (the same as its trials' MLflow runs), dark grey for CAM."""
     if method == "CAM" or method not in rows:
         return CAM_COLOR
-    return ROW_COLORS[list(rows).index(method) % len(ROW_COLORS)]
+    return row_color(method)
 
 
 def comparison_grid(

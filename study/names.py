@@ -1,0 +1,9 @@
+"""A trial's one display name (no Ray import: the report and evaluation use it too)."""
+
+from __future__ import annotations
+
+
+def trial_name(row: str, trial_id: str) -> str:
+    """A trial's one display name, ``<row>_<trial id>`` (``full_984d0_00000``): Ray's
+    trial name, its folder, its MLflow run, the console, the tables and the report."""
+    return f"{row}_{trial_id}"
