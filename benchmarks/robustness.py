@@ -245,12 +245,9 @@ def load_recipe(path: Path, overrides: Sequence[str], log: Log) -> RunConfig:
 
 
 def _dataset(args: argparse.Namespace, kind: str, seed: int, log: Log) -> Path:
+    """The dataset of ``kind`` for run seed ``seed`` under <out>/data, written if missing;
+    its folder name holds its seed and sizes, so other sizes never reuse it."""
     data_seed = seed if args.data_seed is None else args.data_seed
-    root = args.out / "data" / f"{kind}-seed{data_seed}"
-    if (root / "images.txt").is_file():
-        return root
-    if root.exists():
-        shutil.rmtree(root)  # a half-written dataset
     sizes = (
         SMOKE_DATA
         if args.smoke
@@ -261,8 +258,15 @@ def _dataset(args: argparse.Namespace, kind: str, seed: int, log: Log) -> Path:
             "image_size": args.size,
         }
     )
+    name = (
+        f"{kind}-seed{data_seed}-{sizes['num_classes']}x{sizes['train_per_class']}"
+        f"+{sizes['test_per_class']}-{sizes['image_size']}px"
+    )
+    root = args.out / "data" / name
+    if (root / "images.txt").is_file():
+        return root
     log(f"writing the {kind} dataset (seed {data_seed}) to {root}")
-    partial = root.with_name(root.name + ".partial")
+    partial = root.with_name(root.name + ".partial")  # renamed once complete
     if partial.exists():
         shutil.rmtree(partial)
     synthesize_cub(partial, seed=data_seed, kind=kind, **sizes)
@@ -323,9 +327,7 @@ def run_unit(
         )
 
     log(f"  training f ({cfg.backbone}, {cfg.epochs} epochs)")
-    classifier, f_history = train_classifier(
-        _with(base, ["name=f"]), splits, on_f_epoch, progress=progress
-    )
+    classifier, f_history = train_classifier(base, splits, on_f_epoch, progress=progress)
     f_path = unit / "classifier.pt"
     save_classifier(f_path, classifier, base, splits.class_names, f_history)
     f_val_top1 = final_f_top1(f_history)
