@@ -4,7 +4,9 @@ status, history and selected checkpoint.
 Written when ``wsol study`` ends, from each trial's own record: its latest checkpoint's
 ``selection.json`` (the g loop's history and selection) and the checkpoints still on
 storage. ``wsol evaluate`` scores what it names and nothing else; the MLflow
-``selected_checkpoint`` tags are set from it.
+``selected_checkpoint`` tags are set from it. Each trial also carries its
+``diagnostics`` (:mod:`wsol.diagnostics`: f weak, every epoch degenerate, boxes cover
+the image; validation numbers only), which the summary prints and MLflow tags hold.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from study.scheduling import stopped_by
 from study.spec import Study
 from study.tables import markdown_table
 from study.trainable import ROW_KEY, read_checkpoint_selection, trial_params
+from wsol.diagnostics import Diagnostics, chance_top1, diagnose, final_f_top1
 
 STUDY_MANIFEST = "study.json"
 #: A trial's status in the manifest. COMPLETE: every planned epoch ran; STOPPED: early
@@ -57,6 +60,8 @@ class TrialSummary:
     checkpoints: dict[int, str] = field(default_factory=dict)
     error: str | None = None
     stopped_by: str | None = None  # STOPPED: which rule ("ASHA", "3 consecutive ...")
+    #: wsol.diagnostics.Diagnostics.to_dict() of the trial (empty: not diagnosed).
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -129,7 +134,36 @@ def summarize(
     """One :class:`TrialSummary` per trial, rows in spec order."""
     summaries = [summarize_trial(study, result, classifier_locations, cwd) for result in results]
     summaries.sort(key=lambda s: (study.row_labels().index(s.row), s.trial_id))
+    f_records: dict[str, tuple[float | None, int | None]] = {}
+    for summary in summaries:
+        if summary.classifier not in f_records:
+            f_records[summary.classifier] = classifier_record(summary.classifier)
+        summary.diagnostics = trial_diagnostics(summary, *f_records[summary.classifier]).to_dict()
     return summaries
+
+
+def classifier_record(location: str) -> tuple[float | None, int | None]:
+    """(f's final validation top-1 in %, its number of classes) from the ``classifier.pt``
+    at ``location`` (its stored per-epoch metrics and class names); (None, None) when
+    there is none to read."""
+    from wsol.checkpoint import CheckpointError, load_classifier
+
+    if not location:
+        return None, None
+    try:
+        with storage.local_copy(location) as local:
+            _, state = load_classifier(local)
+    except (OSError, CheckpointError, KeyError, ValueError):
+        return None, None
+    return final_f_top1(state.get("history", [])), len(state.get("class_names", [])) or None
+
+
+def trial_diagnostics(
+    summary: TrialSummary, f_val_top1: float | None, num_classes: int | None
+) -> Diagnostics:
+    """The trial's :class:`wsol.diagnostics.Diagnostics` from its history, its selected
+    epoch and its f's validation record."""
+    return diagnose(f_val_top1, num_classes, summary.history, summary.selected_epoch)
 
 
 def manifest_location(study: Study, name: str) -> str:
@@ -198,6 +232,37 @@ def format_table(study: Study, summaries: list[TrialSummary]) -> str:
         for s in summaries
     ]
     return markdown_table(header, rows).rstrip("\n")
+
+
+def format_diagnostics(summaries: list[TrialSummary]) -> list[str]:
+    """The console lines under the summary table: each distinct f's validation top-1
+    against chance (flagged when weak), then every trial with a raised flag and why."""
+    lines = ["diagnostics (validation data only; wsol.diagnostics):"]
+    by_f: dict[str, list[TrialSummary]] = {}
+    for summary in summaries:
+        by_f.setdefault(summary.classifier, []).append(summary)
+    for location, trials in by_f.items():
+        record = trials[0].diagnostics
+        top1, classes = record.get("f_val_top1"), record.get("num_classes")
+        if top1 is None or not classes:
+            lines.append(f"  f {location or '(none)'}: validation top-1 unknown")
+            continue
+        verdict = "WEAK" if record.get("f_weak") else "ok"
+        lines.append(
+            f"  f {location}: validation top-1 {top1:.1f}% against chance "
+            f"{chance_top1(classes):.1f}% ({classes} classes), {verdict} "
+            f"(weak below {record['thresholds']['f_weak_below']:.1f}%; {len(trials)} trial(s))"
+        )
+    flagged = False
+    for summary in summaries:
+        for warning in summary.diagnostics.get("warnings", []):
+            if warning.startswith("f is weak"):
+                continue  # said once per f above
+            lines.append(f"  {summary.name}: {warning}")
+            flagged = True
+    if not flagged:
+        lines.append("  no trial with every epoch degenerate or boxes covering the image")
+    return lines
 
 
 def _excluded_note(summary: TrialSummary) -> str:

@@ -46,6 +46,7 @@ from study.manifest import (
     STOPPED,
     TABLE_LEGEND,
     TrialSummary,
+    format_diagnostics,
     format_table,
     summarize,
     write_manifest,
@@ -57,6 +58,7 @@ from study.scheduling import build_scheduler, build_stopper
 from study.spec import DEFAULT_ROW, Study, check_name
 from study.trainable import ROW_KEY, TrialContext, mask_trial, trial_params
 from wsol.config import flatten_config
+from wsol.diagnostics import Diagnostics
 from wsol.files import write_text_atomically
 
 Log = Callable[[str], None]
@@ -453,13 +455,21 @@ def _run(
             study.tracking_uri(), state_file, [s.trial_id for s in unfinished], stop.received
         )
     table = format_table(study, summaries)
+    diagnostics = format_diagnostics(summaries)
     summary_file = state_dir / "study_summary.md"
-    write_text_atomically(summary_file, f"# Study {name}\n\n{TABLE_LEGEND}\n\n{table}\n")
+    write_text_atomically(
+        summary_file,
+        f"# Study {name}\n\n{TABLE_LEGEND}\n\n{table}\n\n```\n"
+        + "\n".join(diagnostics)
+        + "\n```\n",
+    )
     log_parent_artifacts(study.tracking_uri(), state_file, [summary_file])
     failed = [s for s in summaries if s.status == ERROR]
     log(f"\nstudy {name}: {len(summaries)} trials in {time.perf_counter() - started:.0f}s")
     log(table)
     log(TABLE_LEGEND)
+    for line in diagnostics:
+        log(line)
     for summary in failed:
         log(f"trial {summary.name} failed: {summary.error}")
     if stopped:
@@ -504,7 +514,16 @@ def _run_tags(summary: TrialSummary) -> dict[str, str]:
     if summary.status == STOPPED:
         tags["stopped_at_epoch"] = str(summary.epochs)
         tags["stopped_by"] = str(summary.stopped_by)
+    tags.update(diagnostic_tags(summary.diagnostics))
     return tags
+
+
+def diagnostic_tags(diagnostics: dict[str, Any]) -> dict[str, str]:
+    """A manifest trial's ``diagnostics`` as MLflow tags (``diagnostic.f_weak`` ...:
+    true/false/unknown, and the numbers they were decided on); none when undiagnosed."""
+    if not diagnostics:
+        return {}
+    return Diagnostics.from_dict(diagnostics).tags()
 
 
 def _ui_hint(tracking_uri: str, state_file: Path) -> list[str]:

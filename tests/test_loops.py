@@ -130,6 +130,7 @@ def test_train_command_writes_the_run_folder(
         "selected.pt",
         "last.pt",
         "selection.json",
+        "diagnostics.json",
         "weight_maps.png",
         "classifier/classifier.pt",
         "classifier/metrics.jsonl",

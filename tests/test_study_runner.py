@@ -89,6 +89,14 @@ def test_study_trains_without_test_images_and_keeps_each_trials_max_s_checkpoint
     assert {run.info.run_name for run in children} == names
     assert all(name in outcome.table for name in names)
     assert any("the guarded S" in line for line in printed)  # the table's legend
+    # Diagnostics under the table, per trial in the manifest and as MLflow tags.
+    assert any(line.startswith("  f ") and "against chance 33.3%" in line for line in printed)
+    assert all(t["diagnostics"]["num_classes"] == 3 for t in manifest["trials"])
+    assert all(
+        run.data.tags["diagnostic.f_weak"] in ("true", "false")
+        and run.data.tags["diagnostic.all_degenerate"] in ("true", "false")
+        for run in children
+    )
     # The parent run carries what the trials share and the study's summary table.
     client = mlflow.MlflowClient(study.tracking_uri())
     (parent,) = [

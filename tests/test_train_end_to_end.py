@@ -47,5 +47,15 @@ def test_run_never_reads_the_test_split(synthetic_root: Path, tmp_path: Path) ->
     config = config.model_copy(
         update={"classifier": config.classifier.model_copy(update={"epochs": 1})}
     )
-    result = run_local(config, tmp_path / "run", progress=False, log=lambda _: None)
+    printed: list[str] = []
+    result = run_local(config, tmp_path / "run", progress=False, log=printed.append)
     assert result.selection.epoch == 1
+    # The diagnostics come from validation numbers alone (the test images are gone).
+    import json
+
+    written = json.loads((tmp_path / "run" / "diagnostics.json").read_text())
+    assert written["num_classes"] == 3 and written["f_val_top1"] is not None
+    assert written == result.diagnostics.to_dict()
+    assert any(
+        line.startswith("diagnostics (validation only): f validation top-1") for line in printed
+    )

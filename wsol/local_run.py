@@ -9,6 +9,8 @@ The run folder::
     selected.pt              g at the selected epoch (max S among selectable epochs)
     last.pt                  g at the last finished epoch (what --resume continues from)
     selection.json           the selected epoch, its S-score, excluded epochs and why
+    diagnostics.json         f weak? every epoch degenerate? boxes cover the image?
+                             (wsol.diagnostics; validation numbers only)
     weight_maps.png          g's maps on fixed validation images over epochs (Fig. 4)
 
 Never reads the test split.
@@ -42,6 +44,7 @@ from wsol.config import (
     load_config,
 )
 from wsol.data import WsolDataset, build_transform, read_training_splits
+from wsol.diagnostics import Diagnostics, diagnose, final_f_top1
 from wsol.files import write_json_atomically, write_jsonl_atomically, write_text_atomically
 from wsol.localize import Box
 from wsol.loop import EpochReport, GCheckpointer, SaveCheckpoint, train_classifier, train_mask
@@ -57,6 +60,7 @@ class LocalRunResult:
     selection: Selection
     history: list[dict[str, Any]]
     classifier_path: Path
+    diagnostics: Diagnostics | None = None
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -136,7 +140,11 @@ def run_local(
     log(f"device: {device}")
 
     classifier_path = _classifier(config, splits, out_dir, progress, log)
-    classifier, _ = load_classifier(classifier_path, device)
+    classifier, f_state = load_classifier(classifier_path, device)
+    f_top1, num_classes = final_f_top1(f_state.get("history", [])), len(f_state["class_names"])
+    f_check = diagnose(f_top1, num_classes, [], None)
+    if f_check.f_weak:
+        log(f"warning: {f_check.warnings()[0]}")
 
     resume_state = None
     metrics_path = out_dir / "metrics.jsonl"
@@ -187,8 +195,13 @@ def run_local(
             title=f"{config.name}: weight maps on validation images",
         )
     log(selection.describe())
+    diagnostics = diagnose(f_top1, num_classes, result.history, selection.epoch)
+    write_json_atomically(out_dir / "diagnostics.json", diagnostics.to_dict())
+    log(f"diagnostics (validation only): {diagnostics.summary()}")
+    for warning in diagnostics.warnings():
+        log(f"warning: {warning}")
     log(f"run folder: {out_dir}")
-    return LocalRunResult(out_dir, selection, result.history, classifier_path)
+    return LocalRunResult(out_dir, selection, result.history, classifier_path, diagnostics)
 
 
 def _classifier(config: RunConfig, splits: Any, out_dir: Path, progress: bool, log: Log) -> Path:

@@ -1,0 +1,107 @@
+"""benchmarks/robustness.py: the verdict logic on hand-made numbers, and a smoke run end
+to end (tiny data, 1 f epoch, 2 g epochs) whose tables and records have every column."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "robustness.py"
+
+
+@pytest.fixture(scope="module")
+def robustness():
+    spec = importlib.util.spec_from_file_location("robustness_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(seed: int, f: float, full: float, no_reg: float, gap: float) -> dict:
+    return {
+        "kind": "shapes",
+        "seed": seed,
+        "method": 1,
+        "f_test_top1": f,
+        "variants": {
+            "full": {"gt_known_loc": full, "maxboxacc_v2": 80.0, "gap": gap},
+            "no-reg": {"gt_known_loc": no_reg, "maxboxacc_v2": 70.0, "gap": 0.0},
+            "CAM": {"gt_known_loc": 30.0, "maxboxacc_v2": 60.0},
+        },
+    }
+
+
+def test_verdicts_pass_only_when_every_target_holds_over_the_seeds(robustness) -> None:
+    good = [_row(0, 95, 90, 2, 1), _row(1, 92, 86, 5, 4), _row(2, 91, 80, 10, 2)]
+    summary = robustness.kind_summary(good)
+    assert summary["full_gt_known"]["mean"] == pytest.approx(85.333, abs=1e-3)
+    assert summary["full_gt_known"]["min"] == 80 and summary["no_reg_gt_known"]["max"] == 10
+    assert all(robustness.verdicts(summary, method=1).values())
+
+    def failed(rows: list[dict], method: int = 1) -> list[str]:
+        verdicts = robustness.verdicts(robustness.kind_summary(rows), method)
+        return [target for target, met in verdicts.items() if not met]
+
+    # One seed of f below 90; one seed of full below 75 (mean still >= 85); a mean
+    # below 85; no-reg above 10 on one seed; the gap's mean above 3.
+    assert failed([_row(0, 89, 90, 2, 1), *good[1:]]) == ["f >= 90"]
+    assert failed([_row(0, 95, 100, 0, 0), _row(1, 95, 100, 0, 0), _row(2, 95, 74, 0, 0)]) == [
+        "full >= 85 (min >= 75)"
+    ]
+    assert failed([_row(0, 95, 84, 0, 0)]) == ["full >= 85 (min >= 75)"]
+    assert failed([*good[:2], _row(2, 91, 80, 10.5, 2)]) == ["no-reg <= 10"]
+    assert failed([_row(0, 95, 90, 0, 3.5), _row(1, 95, 90, 0, 3.0)]) == ["gap <= 3"]
+    # Method II adds the seed spread: 90, 86, 80 have std 5.03.
+    assert failed(good, method=2) == ["seed std <= 5"]
+    assert "seed std <= 5" not in robustness.verdicts(summary, method=1)
+
+
+def test_the_oracle_is_the_best_epoch_on_test_and_the_gap_is_measured_from_the_selected(
+    robustness,
+) -> None:
+    assert robustness.oracle({1: 10.0, 2: 40.0, 3: 40.0, 4: 20.0}, 4) == {
+        "oracle_epoch": 2,
+        "oracle_gt_known": 40.0,
+        "gap": 20.0,
+    }
+    assert robustness.oracle({1: 10.0, 2: 5.0}, 1)["gap"] == 0.0
+
+
+def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
+    robustness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench"
+    argv = ["--smoke", "--kinds", "shapes", "--seeds", "0", "--out", str(out), "--no-progress"]
+    argv += ["--config", str(SCRIPT.parent.parent / "ablations" / "smoke.yaml")]
+    assert robustness.main(robustness.parse_args(argv)) == 0
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert (row["kind"], row["seed"], row["method"]) == ("shapes", 0, 1)
+    assert set(row["variants"]) == {"full", "no-reg", "CAM"}
+    for variant in ("full", "no-reg"):
+        record = row["variants"][variant]
+        assert sorted(record["curve"]) == ["1", "2"]  # every epoch scored on test
+        assert record["oracle_gt_known"] == max(record["curve"].values())
+        assert record["gap"] == record["oracle_gt_known"] - record["gt_known_loc"] >= 0
+        assert record["diagnostics"]["num_classes"] == 3
+        kept = sorted(p.name for p in (out / "runs/shapes/seed0/method1" / variant).iterdir())
+        assert kept == ["selected.pt"]  # the other epochs' weights deleted once scored
+    assert 0 <= row["f_test_top1"] <= 100
+    (summary,) = results["summaries"]
+    assert list(summary["verdicts"]) == [
+        "f >= 90",
+        "full >= 85 (min >= 75)",
+        "no-reg <= 10",
+        "gap <= 3",
+    ]
+    text = (out / "results.md").read_text()
+    assert "SMOKE RUN" in text and "| " + " | ".join(robustness.SEED_HEADER) + " |" in text
+    assert "| shapes | I | 1 |" in text  # the per-kind summary row
+    capsys.readouterr()
+    assert robustness.main(robustness.parse_args(argv)) == 0
+    assert "reusing" in capsys.readouterr().out
