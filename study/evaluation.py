@@ -26,7 +26,9 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import statistics
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -547,7 +549,9 @@ def _epoch_curve(trial: TrialTarget, device: Any, out_dir: Path, progress: bool)
 #: Where the results tables and report.html go on the study's parent run.
 PARENT_ARTIFACT_PATH = "evaluation"
 #: Where each trial's test figures go on its run: the same path in every trial.
-TRIAL_ARTIFACT_PATH = "test"
+TRIAL_ARTIFACT_PATH = "test"  # CAM's figures on the parent run: test/cam/
+#: A trial run's test figures: test_boxes.png, test_masks.png, test_pr_curve.png.
+TRIAL_ARTIFACT_PREFIX = "test_"
 RESULT_TABLES = ("results_rows.md", "results_rows.csv", "results_trials.md", "results_trials.csv")
 
 
@@ -660,11 +664,19 @@ def _log_scores(runs: StudyRuns, source: EvaluationSource, scored: list[Scored],
         client.set_tag(run.info.run_id, f"{prefix}evaluated_at", item.evaluated_at)
         client.set_tag(run.info.run_id, f"{prefix}evaluated_by", evaluated_by)
         client.set_tag(run.info.run_id, f"{prefix}trial_status", item.status)
-        artifact_path = (
-            TRIAL_ARTIFACT_PATH if item.method != "CAM" else _cam_artifact_path(source, item.key)
-        )
-        for path in item.figures.values():
-            client.log_artifact(run.info.run_id, path, artifact_path=artifact_path)
+        if item.method == "CAM":
+            for path in item.figures.values():
+                client.log_artifact(
+                    run.info.run_id, path, artifact_path=_cam_artifact_path(source, item.key)
+                )
+            continue
+        # At the artifact root, one name per figure: MLflow's compare view shows only the
+        # root-level files that every compared run has.
+        with tempfile.TemporaryDirectory(prefix="wsol-artifacts-") as staging:
+            for kind, path in item.figures.items():
+                named = Path(staging) / f"{TRIAL_ARTIFACT_PREFIX}{kind}{Path(path).suffix}"
+                shutil.copyfile(path, named)
+                client.log_artifact(run.info.run_id, str(named))
     return complete
 
 

@@ -84,7 +84,9 @@ PARENT_RUN_COLOR = PARENT_COLOR
 SPEC_ARTIFACT_PATH = "spec"
 
 WEIGHT_MAPS_FILE = "weight_maps.png"
-FIGURES_ARTIFACT_PATH = "figures"
+#: At the artifact root: MLflow's compare view shows only root-level files common to
+#: the compared runs.
+FIGURES_ARTIFACT_PATH: str | None = None
 
 #: Tags the callback owns on a trial run; TrialInfo.tags cannot override them.
 RESERVED_TRIAL_TAGS = frozenset(

@@ -105,5 +105,5 @@ def test_quarter_gpu_trials_spread_over_two_nodes_at_most_four_per_gpu_and_log_t
         steps = client.get_metric_history(run.info.run_id, "val_s_score")
         assert [m.step for m in steps] == [1]
         assert "selected_checkpoint" in run.data.tags
-        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
-        assert artifacts == ["figures/weight_maps.png"]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert artifacts == ["weight_maps.png"]

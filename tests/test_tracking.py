@@ -269,10 +269,10 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
         assert "selected_checkpoint" not in tags  # the manifest's to set, after the run
 
         # The weight-map figure of the latest checkpoint is downloadable from the server.
-        artifacts = [info.path for info in client.list_artifacts(run.info.run_id, "figures")]
-        assert artifacts == ["figures/weight_maps.png"]
+        artifacts = [info.path for info in client.list_artifacts(run.info.run_id)]
+        assert artifacts == ["weight_maps.png"]  # at the root, where compare views look
         downloaded = Path(
-            client.download_artifacts(run.info.run_id, "figures/weight_maps.png", str(tmp_path))
+            client.download_artifacts(run.info.run_id, "weight_maps.png", str(tmp_path))
         )
         expected = tmp_path / "expected.png"
         write_png(expected, *PNG_SIZE)
@@ -458,9 +458,7 @@ def test_restarted_driver_with_same_state_file_creates_no_duplicate_runs_or_step
         )
         assert metric_steps(client, run.info.run_id, "epoch_seconds") == [1, 2, 3]
         assert metric_steps(client, run.info.run_id, "selected.epoch") == [1, 2, 3]
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
-            "figures/weight_maps.png"
-        ]
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["weight_maps.png"]
 
 
 def test_tracking_failure_after_setup_warns_and_does_not_raise(
