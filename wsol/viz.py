@@ -314,14 +314,15 @@ def comparison_grid(
 
 
 def _wrap(label: str, width: int = 16) -> str:
-    """``label`` on two lines when longer than ``width``: after its first ``/`` (or
-    space), else at ``width``, so a title stays within its column."""
+    """``label`` on two lines when longer than ``width``: after its first ``/`` or
+    ``_`` (a trial name: its row, then its trial id), or at its first space, else at
+    ``width``, so a title stays within its column."""
     if len(label) <= width:
         return label
-    for separator in ("/", " "):
+    for separator in ("/", "_", " "):
         head, found, tail = label.partition(separator)
         if found:
-            return head + (separator if separator == "/" else "") + "\n" + tail
+            return head + (separator if separator != " " else "") + "\n" + tail
     return label[:width] + "\n" + label[width:]
 
 
