@@ -336,7 +336,10 @@ def _study_info(study: Study, cwd: Path, state_dir: Path):
     )
     files = [str(path) for path in (Path(study.source), validated) if path.is_file()]
     return StudyInfo(
-        description=study.description, params=shared_params(study, cwd), files=tuple(files)
+        description=study.description,
+        params=shared_params(study, cwd),
+        files=tuple(files),
+        source=f"wsol study {study.source}",
     )
 
 

@@ -138,6 +138,7 @@ class StudyInfo:
     description: str = ""  # the spec's description: experiment and parent-run note
     params: dict[str, Any] = field(default_factory=dict)  # what every trial shares
     files: tuple[str, ...] = ()  # logged under spec/ on the parent run (spec YAML...)
+    source: str = ""  # the spec file: the runs' Source column (mlflow.source.name)
 
 
 def run_color(key: str) -> str:
@@ -442,6 +443,7 @@ class MlflowStudyCallback(Callback):
                 "code_version": self.code_version,
                 "mlflow.runName": self.study_name,
                 RUN_COLOR_TAG: PARENT_RUN_COLOR,
+                **self._source_tags(),
             }
             if self.study_info.description:
                 tags[NOTE_TAG] = self.study_info.description
@@ -450,6 +452,12 @@ class MlflowStudyCallback(Callback):
         self._state = state
         self._save_state()
         self._log_study(client, state.parent_run_id)
+
+    def _source_tags(self) -> dict[str, str]:
+        """What the UI's Source column shows: the spec the study ran."""
+        if not self.study_info.source:
+            return {}
+        return {"mlflow.source.name": self.study_info.source, "mlflow.source.type": "LOCAL"}
 
     def _log_study(self, client: MlflowClient, run_id: str) -> None:
         """The parent run's params (what the trials share) and the spec files, unless a
@@ -546,6 +554,7 @@ class MlflowStudyCallback(Callback):
             "code_version": self.code_version,
             "mlflow.runName": name,
             RUN_COLOR_TAG: run_color(info.color_key or info.row),
+            **self._source_tags(),
         }
         run = client.create_run(state.experiment_id, tags=tags, run_name=name)
         # Record the run before anything else can fail, so a retry cannot duplicate it.

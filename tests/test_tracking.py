@@ -211,6 +211,7 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
             description="Toy: regularizer on/off",
             params={"mask.lam": 1.0, "data.crop": 32},
             files=(str(spec_file),),
+            source="wsol study toy.yaml",
         ),
     )
     results = run_toy_study(tmp_path, callback, grid_over_rows())
@@ -236,6 +237,9 @@ def test_tune_study_on_live_server_logs_parent_runs_metrics_checkpoint_and_figur
     colours = {row: run.data.tags["mlflow.runColor"] for row, run in children.items()}
     assert colours == {row: run_color(row) for row in children}
     assert len(set(colours.values())) == 2 and PARENT_RUN_COLOR not in colours.values()
+    # The UI's Source column names the spec, on the parent and every trial.
+    for run in [parent, *children.values()]:
+        assert run.data.tags["mlflow.source.name"] == "wsol study toy.yaml"
 
     by_row = {result.config["row"]: result for result in results}
     trial_ids = {row: result.metrics["trial_id"] for row, result in by_row.items()}
