@@ -6,6 +6,10 @@ by monkeypatching wsol.data.synthetic, to find what keeps a from-scratch f at ch
 noblobs: background = the colour gradient only (no plain polygons, no lines).
 plaintex: every object plain-coloured (no stripes, checks or gradient texture).
 10 classes x (100 train + 50 test), 96 px, seed 0, as the recipe probes.
+
+The recorded plaintex result (cpu_recipe.md) predates the shape kinds' own clutter
+(wsol.data.synthetic.shape_clutter): it had the ``stripes`` kind's polygon clutter, which
+the shape kinds no longer draw; noblobs writes the same images as before.
 """
 
 import sys
@@ -26,6 +30,7 @@ if variant == "noblobs":
         return np.ascontiguousarray(canvas.astype(np.uint8))
 
     S._background = _background
+    S._shape_background = _background  # the shape kinds' own since issue 14's fix
 elif variant == "plaintex":
 
     def _random_texture(rng, size, grid):

@@ -15,13 +15,21 @@ from wsol.config import DataConfig
 from wsol.data import read_test_split, read_training_splits
 from wsol.data.dataset import read_image_rgb, read_mask
 from wsol.data.synthetic import (
+    CLUTTER_STROKE_MIN,
+    FRAGMENT_SHARE_RANGE,
+    MIN_SHAPE_DISTANCE,
     SHAPE_KINDS,
     SYNTHETIC_KINDS,
+    _fragment_region,
+    _shape_background,
+    _stroke_region,
     class_name,
     class_polygon,
     class_texture,
     render_sample,
     render_shape_sample,
+    shape_clutter,
+    silhouette_distance,
     synthesize_cub,
 )
 from wsol.data.transforms import mask_bounding_box
@@ -251,3 +259,92 @@ def test_fragment_kinds_add_clutter_the_plain_kind_does_not_have() -> None:
 def test_refuses_an_unknown_kind_naming_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown synthetic kind 'zebra'.*stripes, shapes"):
         synthesize_cub(tmp_path / "z", kind="zebra")
+
+
+# ------------------------------------------------------------ shape kinds' clutter (issue 14)
+
+#: Components under this many pixels are specks (a speckle cloud's dots), smaller than the
+#: smallest object (10 % of a 96 px side is about 50 px of area).
+SPECK_PIXELS = 20
+
+
+def _components(region: np.ndarray) -> list[np.ndarray]:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), 8)
+    return [labels == c for c in range(1, count) if stats[c, cv2.CC_STAT_AREA] >= SPECK_PIXELS]
+
+
+def _nearest_class(mask: np.ndarray, num_classes: int = 10) -> float:
+    return min(silhouette_distance(mask, k) for k in range(num_classes))
+
+
+def test_the_lookalike_measure_flags_filled_compact_shapes_and_whole_objects() -> None:
+    """The measure the clutter test relies on has teeth: the ``stripes`` kind's clutter
+    (filled ellipse, rectangle, triangle) and the objects themselves are class-like."""
+    for draw in (
+        lambda c: cv2.ellipse(c, (48, 48), (25, 12), 30, 0, 360, 1, -1),
+        lambda c: cv2.rectangle(c, (30, 30), (60, 50), 1, -1),
+        lambda c: cv2.fillPoly(c, [np.array([[20, 70], [70, 60], [40, 20]], np.int32)], 1),
+    ):
+        canvas = np.zeros((96, 96), np.uint8)
+        draw(canvas)
+        assert _nearest_class(canvas > 0) < MIN_SHAPE_DISTANCE
+    own = [
+        silhouette_distance(
+            render_shape_sample(np.random.default_rng(s), s % 10, 10, 96, "shapes")[1], s % 10
+        )
+        for s in range(20)
+    ]
+    assert np.mean(np.array(own) < MIN_SHAPE_DISTANCE) >= 0.7
+
+
+def test_shape_clutter_is_reproducible_and_no_element_looks_like_a_class() -> None:
+    coverage = []
+    for seed in range(25):
+        elements = shape_clutter(np.random.default_rng(seed), 96)
+        again = shape_clutter(np.random.default_rng(seed), 96)
+        assert len(elements) == len(again) >= 4
+        for (region, colour), (region2, colour2) in zip(elements, again, strict=True):
+            np.testing.assert_array_equal(region, region2)
+            np.testing.assert_array_equal(colour, colour2)
+            for component in _components(region):
+                assert _nearest_class(component) >= MIN_SHAPE_DISTANCE, seed
+        coverage.append(np.logical_or.reduce([region for region, _ in elements]).mean())
+    assert 0.02 <= float(np.mean(coverage)) <= 0.25  # still clutter, not a second scene
+
+
+def test_strokes_show_no_short_stubs() -> None:
+    """Every piece of a stroke that shows spans CLUTTER_STROKE_MIN of the side (a short
+    thick stub would be a small filled bar, which the measure above calls class-like)."""
+    rng = np.random.default_rng(0)
+    for index in range(100):
+        region = _stroke_region(rng, 96)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), 8)
+        spans = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+        assert count == 1 or spans.min() >= CLUTTER_STROKE_MIN * 96, index
+
+
+def test_fragments_are_parts_not_whole_shapes() -> None:
+    spec = SHAPE_KINDS["fragments"]
+    drawn = 0
+    for seed in range(40):
+        class_index = seed % 10
+        region = _fragment_region(np.random.default_rng(seed), class_index, 96, spec)
+        if not region.any():
+            continue  # dropped after its recuts (or placed off the image)
+        drawn += 1
+        assert silhouette_distance(region, class_index) >= MIN_SHAPE_DISTANCE, seed
+        whole = 0.6 * 96  # at most the kind's largest longer side
+        assert region.sum() <= FRAGMENT_SHARE_RANGE[1] * whole * whole
+    assert drawn >= 30
+
+
+def test_the_shape_kinds_draw_their_object_on_the_clutter_background() -> None:
+    """The shape kinds' background (a gradient under :func:`shape_clutter`) is drawn
+    first from the image's rng, so outside the object (``shapes``: no fragments) the
+    image is that background plus pixel noise."""
+    for seed in range(5):
+        image, mask = render_shape_sample(np.random.default_rng(seed), 2, 4, 64, "shapes")
+        grid = np.mgrid[0:64, 0:64].astype(np.float32)[::-1]
+        background = _shape_background(np.random.default_rng(seed), 64, grid)
+        difference = np.abs(image.astype(int) - background.astype(int)).max(axis=2)
+        assert np.median(difference[~mask]) <= 16  # pixel noise only (sigma 5)

@@ -36,10 +36,15 @@ judged on the others:
   Each image turns it by up to ``SHAPE_TURN_DEG`` degrees and stretches it by up to
   ``SHAPE_STRETCH``; its longer side is 25-60 % of the image side. Colour and texture
   (plain, stripes of any angle and period, checks, a gradient; two random colours) are
-  drawn per image, never from the class. The background is the ``stripes`` kind's.
+  drawn per image, never from the class. The background is a colour gradient (as the
+  ``stripes`` kind's) under clutter that is never a filled region (:func:`shape_clutter`:
+  speckle clouds with irregular outlines, open lines, arcs and curves), so nothing in it
+  looks like a class object. (Until issue 14 it was the ``stripes`` kind's, whose plain
+  ellipses, rectangles and triangles kept a from-scratch f at chance.)
 - ``fragments``: as ``shapes``, and the clutter includes 2-4 fragments of *other*
-  classes' shapes (30-60 % of such a shape, cut by a random straight line), textured
-  like objects, so a part of a shape is no evidence of its class.
+  classes' shapes (30-60 % of such a shape, cut by a random straight line, recut while
+  what shows is within MIN_SHAPE_DISTANCE of the whole shape), textured like objects,
+  so a part of a shape is no evidence of its class.
 - ``scale``: as ``shapes`` with the object's longer side 10-60 % of the image side.
 - ``hard``: everything at once: fragments and 10-60 % scale.
 """
@@ -339,37 +344,180 @@ def _paint(image: np.ndarray, region: np.ndarray, texture: np.ndarray) -> None:
     image[region] = texture[region].astype(np.uint8)
 
 
+#: Shape kinds' background clutter (:func:`shape_clutter`): how many open strokes
+#: (straight lines, circular arcs, quadratic curves; 1-3 px thick, at least
+#: ``CLUTTER_STROKE_MIN`` of the image side long) and speckle clouds (sparse dots inside an
+#: irregular outline, ``CLUTTER_CLOUD_SIDE`` of the side, dot density ``CLUTTER_CLOUD_DENSITY``,
+#: below the 8-neighbour percolation threshold of about 0.41, so the dots stay specks)
+#: an image holds, and the largest arc span (below 360 degrees: an arc never closes).
+CLUTTER_STROKES = (3, 6)
+CLUTTER_STROKE_MIN = 0.2
+CLUTTER_ARC_MAX_DEG = 270.0
+CLUTTER_CLOUDS = (1, 3)
+CLUTTER_CLOUD_SIDE = (0.15, 0.4)
+CLUTTER_CLOUD_DENSITY = (0.15, 0.3)
+_CLOUD_GRID = 6
+#: Fragments are recut (up to this many times, then dropped) while their visible part is within
+#: MIN_SHAPE_DISTANCE of the whole shape they were cut from (:func:`silhouette_distance`).
+_FRAGMENT_TRIES = 8
+_STROKE_TRIES = 16
+
+
+def _stroke_once(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A straight line, a circular arc of 90-270 degrees or a quadratic Bezier curve,
+    1-3 px thick, from a point in the image (the rest may leave it)."""
+    canvas = np.zeros((size, size), np.uint8)
+    thickness = int(rng.integers(1, 4))
+    pattern = int(rng.integers(0, 3))
+    start = rng.uniform(0.1 * size, 0.9 * size, size=2)
+    heading = rng.uniform(0.0, 2.0 * np.pi)
+    reach = rng.uniform(CLUTTER_STROKE_MIN, 1.0) * size
+    end = start + reach * np.array([math.cos(heading), math.sin(heading)])
+    if pattern == 0:
+        points = np.stack([start, end])
+    elif pattern == 1:
+        radii = rng.uniform(CLUTTER_STROKE_MIN / 1.5, 0.4, size=2) * size
+        first = rng.uniform(0.0, 360.0)
+        t = np.deg2rad(first + np.linspace(0.0, rng.uniform(90.0, CLUTTER_ARC_MAX_DEG), 48))
+        points = start + np.stack([radii[0] * np.cos(t), radii[1] * np.sin(t)], axis=1)
+    else:
+        bend = rng.uniform(-0.6, 0.6) * reach
+        normal = np.array([-math.sin(heading), math.cos(heading)])
+        control = (start + end) / 2.0 + bend * normal
+        t = np.linspace(0.0, 1.0, 48)[:, None]
+        points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
+    fixed = np.round(points * 16.0).astype(np.int32)
+    cv2.polylines(canvas, [fixed], False, 1, thickness, lineType=cv2.LINE_8, shift=4)
+    return canvas.astype(bool)
+
+
+def _stroke_region(rng: np.random.Generator, size: int) -> np.ndarray:
+    """An open stroke (:func:`_stroke_once`) redrawn (up to _STROKE_TRIES times, then
+    none is drawn) until every piece of it that shows spans at least CLUTTER_STROKE_MIN of
+    the image side, so no stroke is a short thick stub (a small filled bar)."""
+    for _ in range(_STROKE_TRIES):
+        region = _stroke_once(rng, size)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), 8)
+        spans = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+        if count > 1 and spans.min() >= CLUTTER_STROKE_MIN * size:
+            return region
+    return np.zeros((size, size), bool)
+
+
+def _cloud_region(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A speckle cloud: sparse single-pixel dots inside an irregular outline (smooth
+    random noise under a radial falloff, thresholded) in a box 15-40 % of the side."""
+    side = np.maximum(rng.uniform(*CLUTTER_CLOUD_SIDE, size=2) * size, 4.0).astype(int)
+    coarse = rng.uniform(0.0, 1.0, size=(_CLOUD_GRID, _CLOUD_GRID)).astype(np.float32)
+    field = cv2.resize(coarse, (int(side[0]), int(side[1])), interpolation=cv2.INTER_CUBIC)
+    ys, xs = np.mgrid[0 : side[1], 0 : side[0]].astype(np.float32)
+    radius = np.hypot((xs + 0.5) / side[0] - 0.5, (ys + 0.5) / side[1] - 0.5) * 2.0
+    outline = (field * (1.0 - radius)) > rng.uniform(0.1, 0.25)
+    local = outline & (rng.random(outline.shape) < rng.uniform(*CLUTTER_CLOUD_DENSITY))
+    corner = rng.uniform(-0.1 * size, size - 0.5 * side).astype(int)
+    region = np.zeros((size, size), bool)
+    x0, y0 = max(int(corner[0]), 0), max(int(corner[1]), 0)
+    x1, y1 = min(int(corner[0] + side[0]), size), min(int(corner[1] + side[1]), size)
+    if x1 > x0 and y1 > y0:
+        region[y0:y1, x0:x1] = local[
+            y0 - corner[1] : y1 - corner[1], x0 - corner[0] : x1 - corner[0]
+        ]
+    return region
+
+
+def shape_clutter(rng: np.random.Generator, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The shape kinds' background clutter, in drawing order: (size x size bool region,
+    its RGB colour) per element: speckle clouds, then open strokes (lines, arcs,
+    curves), each a random colour. No element is a filled region, so none looks like a
+    class object; the ``stripes`` kind's filled ellipses, rectangles and triangles did
+    (any compact filled silhouette is within MIN_SHAPE_DISTANCE of a roundish class
+    polygon, and a from-scratch f stayed at chance on them, benchmarks/results/
+    cpu_recipe.md)."""
+    elements = []
+    for _ in range(int(rng.integers(CLUTTER_CLOUDS[0], CLUTTER_CLOUDS[1] + 1))):
+        elements.append((_cloud_region(rng, size), _random_colour(rng)))
+    for _ in range(int(rng.integers(CLUTTER_STROKES[0], CLUTTER_STROKES[1] + 1))):
+        elements.append((_stroke_region(rng, size), _random_colour(rng)))
+    return elements
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return abs(float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())) / 2.0
+
+
+def silhouette_distance(mask: np.ndarray, class_index: int) -> float:
+    """:func:`shape_distance` (no mirror) from class ``class_index``'s polygon to the
+    outer outline of ``mask``'s largest 8-connected component, scaled to the polygon's
+    area (so any size compares) with centroids aligned; 1.0 for an empty or degenerate
+    mask. Below MIN_SHAPE_DISTANCE the silhouette is as close to the class as no other
+    class is."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    if count < 2:
+        return 1.0
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    contours, _ = cv2.findContours(
+        (labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    outline = max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64)
+    if len(outline) < 3 or _polygon_area(outline) < 1.0:
+        return 1.0
+    reference = class_polygon(class_index)
+    outline = outline - _polygon_centroid(outline)
+    outline = outline * math.sqrt(_polygon_area(reference) / _polygon_area(outline))
+    return shape_distance(reference, outline, mirror=False)
+
+
+def _shape_background(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
+    """A colour gradient (as the ``stripes`` kind's) under :func:`shape_clutter`."""
+    first, second = _random_colour(rng), _random_colour(rng)
+    direction = rng.uniform(0.0, 2.0 * np.pi)
+    ramp = (grid[0] * np.cos(direction) + grid[1] * np.sin(direction)) / size
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-9)
+    canvas = first + (second - first) * ramp[..., None]
+    canvas = np.ascontiguousarray(canvas.astype(np.uint8))
+    for region, colour in shape_clutter(rng, size):
+        canvas[region] = colour.astype(np.uint8)
+    return canvas
+
+
 def _fragment_region(
     rng: np.random.Generator, class_index: int, size: int, kind: ShapeKind
 ) -> np.ndarray:
     """Part of another class's shape: the shape placed anywhere (partly outside the image
-    too) and cut by a random straight line keeping 30-60 % of its pixels."""
+    too) and cut by a random straight line keeping 30-60 % of its pixels; the cut is
+    redrawn (up to _FRAGMENT_TRIES times, then none is drawn) while the visible part
+    is within MIN_SHAPE_DISTANCE of the whole shape (:func:`silhouette_distance`)."""
     longer = rng.uniform(*kind.size_range) * size
     outline = _object_outline(rng, class_index, longer)
     outline = outline + rng.uniform(-0.2 * longer, size - 0.8 * longer, size=2)
     canvas = np.zeros((size, size), np.uint8)
     _fill(canvas, outline, 1)
     ys, xs = np.nonzero(canvas)
-    if xs.size == 0:
-        return canvas.astype(bool)
-    theta = rng.uniform(0.0, 2.0 * np.pi)
-    projection = xs * math.cos(theta) + ys * math.sin(theta)
-    cut = np.quantile(projection, rng.uniform(*FRAGMENT_SHARE_RANGE))
     region = np.zeros((size, size), bool)
-    keep = projection <= cut
-    region[ys[keep], xs[keep]] = True
-    return region
+    if xs.size == 0:
+        return region
+    for _ in range(_FRAGMENT_TRIES):
+        theta = rng.uniform(0.0, 2.0 * np.pi)
+        projection = xs * math.cos(theta) + ys * math.sin(theta)
+        cut = np.quantile(projection, rng.uniform(*FRAGMENT_SHARE_RANGE))
+        region = np.zeros((size, size), bool)
+        keep = projection <= cut
+        region[ys[keep], xs[keep]] = True
+        if silhouette_distance(region, class_index) >= MIN_SHAPE_DISTANCE:
+            return region
+    return np.zeros((size, size), bool)
 
 
 def render_shape_sample(
     rng: np.random.Generator, class_index: int, num_classes: int, size: int, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (size x size x 3 uint8 RGB image, size x size bool object mask) of a shape
-    ``kind`` (a key of SHAPE_KINDS): the ``stripes`` kind's background, fragments of other
+    ``kind`` (a key of SHAPE_KINDS): a gradient under :func:`shape_clutter`, fragments of other
     classes' shapes if the kind has them, then the class's shape in a random texture."""
     spec = SHAPE_KINDS[kind]
     grid = np.mgrid[0:size, 0:size].astype(np.float32)[::-1]  # (x, y)
-    image = _background(rng, size, grid)
+    image = _shape_background(rng, size, grid)
     others = [k for k in range(num_classes) if k != class_index]
     count = int(rng.integers(spec.fragments[0], spec.fragments[1] + 1)) if others else 0
     for _ in range(count):
