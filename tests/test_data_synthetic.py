@@ -302,14 +302,15 @@ def test_shape_clutter_is_reproducible_and_no_element_looks_like_a_class() -> No
     for seed in range(25):
         elements = shape_clutter(np.random.default_rng(seed), 96)
         again = shape_clutter(np.random.default_rng(seed), 96)
-        assert len(elements) == len(again) >= 4
+        assert len(elements) == len(again) >= 1
         for (region, colour), (region2, colour2) in zip(elements, again, strict=True):
             np.testing.assert_array_equal(region, region2)
             np.testing.assert_array_equal(colour, colour2)
             for component in _components(region):
                 assert _nearest_class(component) >= MIN_SHAPE_DISTANCE, seed
         coverage.append(np.logical_or.reduce([region for region, _ in elements]).mean())
-    assert 0.02 <= float(np.mean(coverage)) <= 0.25  # still clutter, not a second scene
+    # the dots cover about 1 % of the image (their clouds' outlines several times that)
+    assert 0.005 <= float(np.mean(coverage)) <= 0.25
 
 
 def test_strokes_show_no_short_stubs() -> None:

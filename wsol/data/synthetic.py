@@ -38,8 +38,8 @@ judged on the others:
   (plain, stripes of any angle and period, checks, a gradient; two random colours) are
   drawn per image, never from the class. The background is a colour gradient (as the
   ``stripes`` kind's) under clutter that is never a filled region (:func:`shape_clutter`:
-  speckle clouds with irregular outlines, open lines, arcs and curves), so nothing in it
-  looks like a class object. (Until issue 14 it was the ``stripes`` kind's, whose plain
+  1-3 speckle clouds with irregular outlines), so nothing in it looks like a class
+  object. (Until issue 14 it was the ``stripes`` kind's, whose plain
   ellipses, rectangles and triangles kept a from-scratch f at chance.)
 - ``fragments``: as ``shapes``, and the clutter includes 2-4 fragments of *other*
   classes' shapes (30-60 % of such a shape, cut by a random straight line, recut while
@@ -344,14 +344,20 @@ def _paint(image: np.ndarray, region: np.ndarray, texture: np.ndarray) -> None:
     image[region] = texture[region].astype(np.uint8)
 
 
-#: Shape kinds' background clutter (:func:`shape_clutter`): how many open strokes
-#: (straight lines, circular arcs, quadratic curves; 1-3 px thick, at least
-#: ``CLUTTER_STROKE_MIN`` of the image side long) and speckle clouds (sparse dots inside an
-#: irregular outline, ``CLUTTER_CLOUD_SIDE`` of the side, dot density ``CLUTTER_CLOUD_DENSITY``,
-#: below the 8-neighbour percolation threshold of about 0.41, so the dots stay specks)
-#: an image holds, and the largest arc span (below 360 degrees: an arc never closes).
-CLUTTER_STROKES = (3, 6)
+#: Shape kinds' background clutter (:func:`shape_clutter`): speckle clouds (sparse dots
+#: inside an irregular outline, ``CLUTTER_CLOUD_SIDE`` of the side, dot density
+#: ``CLUTTER_CLOUD_DENSITY``, below the 8-neighbour percolation threshold of about 0.41,
+#: so the dots stay specks) and open strokes (lines, arcs of at most CLUTTER_ARC_MAX_DEG,
+#: quadratic curves; at least ``CLUTTER_STROKE_MIN`` of the side long). Strokes are OFF
+#: (count 0): measured with configs/cpu_recipe.yaml's f on ``shapes`` (10 classes, 30
+#: epochs, seed 0; benchmarks/results/cpu_recipe_probes.jsonl), test top-1 was 61.2 %
+#: with clouds only, 48.8 % with clouds and 3-6 one-pixel strokes, 13.4 % with clouds
+#: and 3-6 strokes 1-3 px thick, 15.4 % with those strokes alone (15.2 % with the
+#: ``stripes`` kind's polygon clutter, 81.8 % with none): strokes that meet the object change its
+#: outline, and the class is in the outline.
+CLUTTER_STROKES = (0, 0)
 CLUTTER_STROKE_MIN = 0.2
+CLUTTER_STROKE_THICKNESS = (1, 1)
 CLUTTER_ARC_MAX_DEG = 270.0
 CLUTTER_CLOUDS = (1, 3)
 CLUTTER_CLOUD_SIDE = (0.15, 0.4)
@@ -367,7 +373,7 @@ def _stroke_once(rng: np.random.Generator, size: int) -> np.ndarray:
     """A straight line, a circular arc of 90-270 degrees or a quadratic Bezier curve,
     1-3 px thick, from a point in the image (the rest may leave it)."""
     canvas = np.zeros((size, size), np.uint8)
-    thickness = int(rng.integers(1, 4))
+    thickness = int(rng.integers(CLUTTER_STROKE_THICKNESS[0], CLUTTER_STROKE_THICKNESS[1] + 1))
     pattern = int(rng.integers(0, 3))
     start = rng.uniform(0.1 * size, 0.9 * size, size=2)
     heading = rng.uniform(0.0, 2.0 * np.pi)
@@ -428,8 +434,9 @@ def _cloud_region(rng: np.random.Generator, size: int) -> np.ndarray:
 def shape_clutter(rng: np.random.Generator, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The shape kinds' background clutter, in drawing order: (size x size bool region,
     its RGB colour) per element: speckle clouds, then open strokes (lines, arcs,
-    curves), each a random colour. No element is a filled region, so none looks like a
-    class object; the ``stripes`` kind's filled ellipses, rectangles and triangles did
+    curves; none by default, see CLUTTER_STROKES), each a random colour. No element is
+    a filled region, so none looks like a class object; the ``stripes`` kind's filled
+    ellipses, rectangles and triangles did
     (any compact filled silhouette is within MIN_SHAPE_DISTANCE of a roundish class
     polygon, and a from-scratch f stayed at chance on them, benchmarks/results/
     cpu_recipe.md)."""
