@@ -478,11 +478,6 @@ def _score_cam(
     )
 
 
-def display_name(row: str, trial_id: str) -> str:
-    """How outputs name a trial: its one name (study.names.trial_name)."""
-    return trial_name(row, trial_id)
-
-
 def cam_key(classifier_location: str) -> str:
     return "cam-" + hashlib.sha256(classifier_location.encode()).hexdigest()[:10]
 
@@ -698,7 +693,7 @@ def trial_table(source: EvaluationSource, scored: list[Scored]) -> list[list[str
         named = source.kind == "study" and item.method != "CAM"
         rows.append(
             [
-                display_name(item.method, item.key) if named else item.key,
+                trial_name(item.method, item.key) if named else item.key,
                 item.label,
                 *(str(item.params.get(key, "-")) for key in source.search_keys),
                 str(item.selected_epoch or "-"),

@@ -35,19 +35,18 @@ from study.evaluation import (
     EvaluationSource,
     Log,
     Scored,
-    display_name,
     log_to_mlflow,
     markdown,
     read_manifest,
     resolve_source,
 )
 from study.manifest import STUDY_MANIFEST
+from study.names import WEIGHT_MAPS_FILE, trial_name
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 # What study/trainable.py and wsol/local_run.py name Fig. 4 (not imported: trainable
 # imports Ray, and the report needs none).
-WEIGHT_MAPS_FILE = "weight_maps.png"
 COMBINED = {"comparison": "comparison.png", "pr": "pr_curves.png", "s": "val_s_curves.png"}
 
 
@@ -63,7 +62,7 @@ class ReportTrial:
 
     @property
     def name(self) -> str:
-        return display_name(self.row, self.trial_id)
+        return trial_name(self.row, self.trial_id)
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -136,7 +135,7 @@ def load_scored(out_dir: Path, source: EvaluationSource) -> list[Scored]:
 def _label(item: Scored, cams: int) -> str:
     if item.method == "CAM":
         return "CAM" if cams == 1 else f"CAM ({item.key})"
-    return display_name(item.method, item.key)
+    return trial_name(item.method, item.key)
 
 
 def _comparison(

@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 from ray.tune import Callback
 
 from study import storage
-from study.names import trial_name
+from study.names import WEIGHT_MAPS_FILE, trial_name
 from study.preflight import check_tracking_uri, sqlite_database_path
 from study.tracking_state import StudyTrackingState, TrialTrackingState
 from study.version import code_version
@@ -83,7 +83,6 @@ RUN_COLOR_TAG = "mlflow.runColor"
 PARENT_RUN_COLOR = PARENT_COLOR
 SPEC_ARTIFACT_PATH = "spec"
 
-WEIGHT_MAPS_FILE = "weight_maps.png"
 #: At the artifact root: MLflow's compare view shows only root-level files common to
 #: the compared runs.
 FIGURES_ARTIFACT_PATH: str | None = None

@@ -22,13 +22,13 @@ import ray
 from ray import tune
 
 from study import storage
+from study.names import WEIGHT_MAPS_FILE
 from study.spec import DEFAULT_ROW, Study, TrialSpec
 
 #: The Tune config key of a trial's ablation row (the other keys are search dimensions).
 ROW_KEY = "row"
 #: In each checkpoint folder: the loop's history and selection up to that epoch.
 CHECKPOINT_SELECTION = "selection.json"
-WEIGHT_MAPS_FILE = "weight_maps.png"
 
 
 def staging_dir() -> str | None:

@@ -153,14 +153,21 @@ def _fill(canvas: np.ndarray, polygon: np.ndarray, colour: tuple | int) -> None:
     cv2.fillPoly(canvas, [fixed], colour, lineType=cv2.LINE_8, shift=4)
 
 
-def _background(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
-    """Gradient, plain blobs and lines: clutter that carries no class and no stripes."""
+def _gradient(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
+    """A (size, size, 3) uint8 linear ramp between two random colours in a random
+    direction: every kind's background under its clutter."""
     first, second = _random_colour(rng), _random_colour(rng)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     ramp = (grid[0] * np.cos(direction) + grid[1] * np.sin(direction)) / size
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-9)
     canvas = first + (second - first) * ramp[..., None]
     canvas = np.ascontiguousarray(canvas.astype(np.uint8))
+    return canvas
+
+
+def _background(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
+    """Gradient, plain blobs and lines: clutter that carries no class and no stripes."""
+    canvas = _gradient(rng, size, grid)
     for _ in range(int(rng.integers(3, 9))):
         side = rng.uniform(0.08, 0.3, size=2) * size
         corner = rng.uniform(-0.1 * size, size - 0.5 * side)
@@ -477,12 +484,7 @@ def silhouette_distance(mask: np.ndarray, class_index: int) -> float:
 
 def _shape_background(rng: np.random.Generator, size: int, grid: np.ndarray) -> np.ndarray:
     """A colour gradient (as the ``stripes`` kind's) under :func:`shape_clutter`."""
-    first, second = _random_colour(rng), _random_colour(rng)
-    direction = rng.uniform(0.0, 2.0 * np.pi)
-    ramp = (grid[0] * np.cos(direction) + grid[1] * np.sin(direction)) / size
-    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-9)
-    canvas = first + (second - first) * ramp[..., None]
-    canvas = np.ascontiguousarray(canvas.astype(np.uint8))
+    canvas = _gradient(rng, size, grid)
     for region, colour in shape_clutter(rng, size):
         canvas[region] = colour.astype(np.uint8)
     return canvas
