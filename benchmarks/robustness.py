@@ -84,6 +84,7 @@ SMOKE_OVERRIDES = [
     "mask.epochs=2",
     "mask.batch_size=16",
     "selection.num_visualized=0",
+    "selection.min_epoch=1",
 ]
 
 Log = Callable[[str], None]
@@ -217,7 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="config override for the Method II runs only (repeatable)",
     )
     parser.add_argument("--classes", type=int, default=10, help="classes per dataset (default 10)")
-    parser.add_argument("--train-per-class", type=int, default=100, help="default 100")
+    parser.add_argument("--train-per-class", type=int, default=200, help="default 200")
     parser.add_argument("--test-per-class", type=int, default=50, help="default 50")
     parser.add_argument("--size", type=int, default=96, help="image side in px (default 96)")
     parser.add_argument(

@@ -16,6 +16,7 @@ from wsol.data import read_test_split, read_training_splits
 from wsol.data.dataset import read_image_rgb, read_mask
 from wsol.data.synthetic import (
     CLUTTER_STROKE_MIN,
+    FRAGMENT_MARGIN,
     FRAGMENT_SHARE_RANGE,
     MIN_SHAPE_DISTANCE,
     SHAPE_KINDS,
@@ -329,7 +330,10 @@ def test_fragments_are_parts_not_whole_shapes() -> None:
     drawn = 0
     for seed in range(40):
         class_index = seed % 10
-        region = _fragment_region(np.random.default_rng(seed), class_index, 96, spec)
+        nothing_to_avoid = np.zeros((96, 96), bool)
+        region = _fragment_region(
+            np.random.default_rng(seed), class_index, 96, spec, nothing_to_avoid
+        )
         if not region.any():
             continue  # dropped after its recuts (or placed off the image)
         drawn += 1
@@ -337,6 +341,34 @@ def test_fragments_are_parts_not_whole_shapes() -> None:
         whole = 0.6 * 96  # at most the kind's largest longer side
         assert region.sum() <= FRAGMENT_SHARE_RANGE[1] * whole * whole
     assert drawn >= 30
+
+
+def test_fragments_never_touch_the_object_and_keep_its_outline() -> None:
+    """A fragment touching the object would change its outline (the class): within
+    FRAGMENT_MARGIN of the side around the object the image is the background."""
+    size, margin = 96, max(1, round(FRAGMENT_MARGIN * 96))
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)[::-1]
+    near_object_changed, with_fragments = 0, 0
+    for seed in range(30):
+        image, mask = render_shape_sample(
+            np.random.default_rng(seed), seed % 10, 10, size, "fragments"
+        )
+        background = _shape_background(np.random.default_rng(seed), size, grid)
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin - 1,) * 2, np.uint8)) > 0
+        ring &= ~mask
+        difference = np.abs(background.astype(int) - image.astype(int)).max(axis=2)
+        near_object_changed += int((difference[ring] > 40).sum())
+        with_fragments += int((difference[~ring & ~mask] > 40).sum() > 20)
+    assert near_object_changed == 0
+    assert with_fragments >= 25
+
+
+def test_a_fragment_that_cannot_be_placed_clear_is_dropped() -> None:
+    spec = SHAPE_KINDS["fragments"]
+    everywhere = np.ones((96, 96), bool)
+    for seed in range(10):
+        region = _fragment_region(np.random.default_rng(seed), seed % 10, 96, spec, everywhere)
+        assert not region.any()
 
 
 def test_the_shape_kinds_draw_their_object_on_the_clutter_background() -> None:

@@ -1,4 +1,5 @@
-"""The from-scratch recipe's config options: data.hflip, classifier.width, classifier.schedule.
+"""The from-scratch recipe's config options: data.hflip, classifier.width, mask.width,
+classifier.schedule.
 
 Each is validated with an error naming the field, does what it says, leaves every default
 (and so every existing classifier key) as it was, and the schedule resumes exactly.
@@ -48,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
         ({"classifier": {"pretrained": False, "width": 0}}, "classifier.width"),
         ({"classifier": {"pretrained": False, "width": 5}}, "classifier.width"),
         ({"classifier": {"schedule": "linear"}}, "classifier.schedule"),
+        ({"mask": {"pretrained": False, "width": -1}}, "mask.width"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(raw: dict, message: str) -> None:
@@ -66,11 +68,21 @@ def test_a_width_other_than_one_is_refused_with_pretrained_weights() -> None:
     assert config.classifier.width == 0.5
 
 
+def test_a_mask_width_other_than_one_is_refused_with_pretrained_weights() -> None:
+    with pytest.raises(ConfigError, match=r"mask.*width=0.5.*g's encoder.*mask.pretrained"):
+        config_from_dict({"mask": {"width": 0.5}})  # pretrained defaults to true
+    with pytest.raises(ConfigError, match=r"width=0.5.*weights_path"):
+        config_from_dict({"mask": {"width": 0.5, "pretrained": False, "weights_path": "w.pth"}})
+    assert config_from_dict({"mask": {"width": 0.5, "pretrained": False}}).mask.width == 0.5
+
+
 def test_defaults_are_the_papers_settings() -> None:
     config = RunConfig()
     assert config.data.hflip is True
     assert config.classifier.width == 1.0
     assert config.classifier.schedule == "step"
+    assert config.mask.width == 1.0
+    assert config.mask.final_norm is True
 
 
 # ------------------------------------------------------------------ classifier key
@@ -190,6 +202,58 @@ def test_width_reaches_both_methods_f_and_survives_a_checkpoint(tmp_path: Path) 
     torch.testing.assert_close(loaded(images), f(images))
 
 
+# ------------------------------------------------------------------ mask.width
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5, 1.0])
+def test_mask_width_scales_encoder_and_decoder_and_keeps_a_unit_range_mask(width: float) -> None:
+    from wsol.models.mask_generator import DECODER_CHANNELS, MaskGenerator
+
+    torch.manual_seed(0)
+    generator = MaskGenerator("resnet18", width=width)
+    assert generator.stem[0].out_channels == round(64 * width)
+    outputs = [block.conv2.out_channels for block in generator.decoder]
+    assert outputs == [round(c * width) for c in DECODER_CHANNELS[:-1]] + [1]
+    images = torch.randn(2, 3, 32, 64, requires_grad=True)
+    masks = generator(images)
+    assert masks.shape == (2, 1, 32, 64) and masks.min() >= 0 and masks.max() <= 1
+    masks.mean().backward()
+    assert torch.isfinite(images.grad).all()
+    if width < 1:
+        assert _parameters(generator) < 0.3 * _parameters(MaskGenerator("resnet18"))
+
+
+def test_final_norm_false_drops_only_the_last_blocks_batch_norm(tmp_path: Path) -> None:
+    from wsol.checkpoint import load_mask_generator, save_mask_weights
+    from wsol.methods import build_mask_generator
+
+    config = tiny_run_config(tmp_path, mask={"final_norm": False, "width": 0.25})
+    generator = build_mask_generator(config.mask).eval()
+    norms = [type(block.norm).__name__ for block in generator.decoder]
+    assert norms == ["BatchNorm2d"] * 4 + ["Identity"]
+    images = torch.randn(2, 3, 32, 32)
+    # Without the norm the last convolution's bias moves the whole map: +10 saturates it.
+    with torch.no_grad():
+        generator.decoder[-1].conv2.bias += 10.0
+    assert generator(images).min() > 0.99
+    save_mask_weights(tmp_path / "g.pt", generator, 1, config, [])
+    torch.testing.assert_close(load_mask_generator(tmp_path / "g.pt")(images), generator(images))
+    paper = build_mask_generator(tiny_run_config(tmp_path).mask)
+    assert type(paper.decoder[-1].norm).__name__ == "BatchNorm2d"
+
+
+def test_mask_width_reaches_g_and_survives_its_checkpoint(tmp_path: Path) -> None:
+    from wsol.checkpoint import load_mask_generator, save_mask_weights
+    from wsol.methods import build_mask_generator
+
+    config = tiny_run_config(tmp_path, mask={"width": 0.25})
+    generator = build_mask_generator(config.mask).eval()
+    assert generator.stem[0].out_channels == 16
+    save_mask_weights(tmp_path / "g.pt", generator, 1, config, [])
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_mask_generator(tmp_path / "g.pt")(images), generator(images))
+
+
 # ------------------------------------------------------------------ classifier.schedule
 
 
@@ -255,6 +319,53 @@ def test_f_resumed_from_an_epoch_checkpoint_matches_an_uninterrupted_run(
     theirs = uninterrupted.state_dict()
     for name, mine in resumed.state_dict().items():
         torch.testing.assert_close(mine, theirs[name], msg=name)
+
+
+# ------------------------------------------------------------------ mask.schedule
+
+
+def _tiny_g_run(synthetic_root: Path, schedule: str):
+    config = tiny_run_config(
+        synthetic_root,
+        classifier={"epochs": 1, "batch_size": 4, "width": 0.25},
+        mask={"epochs": 2, "batch_size": 4, "width": 0.25, "schedule": schedule, "lr": 1e-2},
+    )
+    full = read_training_splits(config.data)
+    splits = dataclasses.replace(full, train=full.train[::3][:8], val=full.val[:3])
+    classifier, _ = train_classifier(config, splits)
+    return config, splits, classifier
+
+
+def test_mask_cosine_schedule_anneals_g_and_resumes_exactly(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from wsol.checkpoint import load_mask_state
+    from wsol.loop import train_mask
+
+    config, splits, classifier = _tiny_g_run(synthetic_root, "cosine")
+    rates, saved = [], tmp_path / "epoch1.pt"
+
+    def record(report, save) -> None:
+        rates.append(save._state[1].param_groups[0]["lr"])  # the lr after the epoch
+        if report.epoch == 1:
+            save(saved)
+
+    uninterrupted = train_mask(config, classifier, splits, record)
+    # Two steps an epoch, four in all: cos(pi / 2) halfway, 0 at the end.
+    assert rates == pytest.approx([0.5e-2, 0.0], abs=1e-12)
+    resumed = train_mask(config, classifier, splits, resume_state=load_mask_state(saved))
+    assert resumed.history == uninterrupted.history
+
+
+def test_mask_constant_schedule_keeps_the_configured_lr(synthetic_root: Path) -> None:
+    from wsol.loop import train_mask
+
+    config, splits, classifier = _tiny_g_run(synthetic_root, "constant")
+    rates = []
+    train_mask(
+        config, classifier, splits, lambda r, s: rates.append(s._state[1].param_groups[0]["lr"])
+    )
+    assert rates == [1e-2, 1e-2]
 
 
 def test_a_final_classifier_checkpoint_is_not_resumable(tmp_path: Path) -> None:

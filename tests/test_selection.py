@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from wsol.config import SelectionConfig
-from wsol.selection import exclusion_reason, select_epoch, selection_score
+from wsol.config import ConfigError, SelectionConfig, config_from_dict
+from wsol.selection import (
+    degenerate_streak,
+    exclusion_reason,
+    is_degenerate,
+    select_epoch,
+    selection_score,
+)
 
 
 def row(epoch: int, s: float, excluded: str | None = None) -> dict:
@@ -49,3 +55,29 @@ def test_guard_excludes_whole_image_and_speck_boxes_and_can_be_switched_off() ->
     assert speck is not None and "min_box_fraction" in speck
     off = SelectionConfig(skip_degenerate=False)
     assert exclusion_reason({"val_box_fraction": 1.0}, off) is None
+
+
+def test_epochs_before_min_epoch_are_warm_up_not_degenerate() -> None:
+    config = SelectionConfig(min_epoch=3)
+    fine = {"val_box_fraction": 0.3}
+    warm_up = exclusion_reason(fine, config, epoch=2)
+    assert warm_up is not None and warm_up.startswith("warm-up") and "min_epoch = 3" in warm_up
+    assert exclusion_reason(fine, config, epoch=3) is None
+    # A degenerate early epoch is reported as degenerate (its reason is the stronger one).
+    assert is_degenerate(exclusion_reason({"val_box_fraction": 0.97}, config, epoch=1))
+    assert not is_degenerate(warm_up)
+    history = [
+        {"epoch": 1, "val_s_score": 0.99, "excluded_reason": warm_up},
+        {"epoch": 2, "val_s_score": 0.98, "excluded_reason": warm_up},
+        {"epoch": 3, "val_s_score": 0.90, "excluded_reason": None},
+    ]
+    selection = select_epoch(history)
+    assert selection.epoch == 3 and not selection.fallback
+    assert "warm-up" in selection.describe() and "degenerate" not in selection.describe()
+    # Warm-up epochs do not feed early termination's degenerate streak.
+    assert degenerate_streak(history[:2]) == 0
+
+
+def test_min_epoch_after_the_last_epoch_is_refused_naming_both_fields() -> None:
+    with pytest.raises(ConfigError, match=r"selection.min_epoch=5.*mask.epochs=4"):
+        config_from_dict({"mask": {"epochs": 4}, "selection": {"min_epoch": 5}})

@@ -121,6 +121,21 @@ class DataConfig(StrictModel):
         return value
 
 
+def _check_scratch_width(
+    width: float, pretrained: bool, weights_path: Path | None, section: str
+) -> None:
+    """A network whose channel counts are scaled (``width`` != 1) cannot take ImageNet-shaped
+    weights: ValueError naming ``section``'s fields."""
+    if width != 1.0 and (pretrained or weights_path is not None):
+        source = "weights_path" if weights_path is not None else "pretrained: true"
+        network = "f's backbone" if section == "classifier" else "g's encoder"
+        raise ValueError(
+            f"width={width:g} scales every channel count of {network}, so ImageNet-shaped "
+            f"weights ({source}) cannot be loaded into it; set {section}.pretrained: false "
+            f"and no {section}.weights_path, or width: 1"
+        )
+
+
 class ClassifierConfig(StrictModel):
     """The network f and how it is trained (paper's defaults).
 
@@ -193,13 +208,7 @@ class ClassifierConfig(StrictModel):
 
     @model_validator(mode="after")
     def _width_needs_scratch_training(self) -> ClassifierConfig:
-        if self.width != 1.0 and (self.pretrained or self.weights_path is not None):
-            source = "weights_path" if self.weights_path is not None else "pretrained: true"
-            raise ValueError(
-                f"width={self.width:g} scales every channel count of f's backbone, so "
-                f"ImageNet-shaped weights ({source}) cannot be loaded into it; set "
-                "classifier.pretrained: false and no classifier.weights_path, or width: 1"
-            )
+        _check_scratch_width(self.width, self.pretrained, self.weights_path, "classifier")
         return self
 
 
@@ -227,6 +236,22 @@ class MaskConfig(StrictModel):
     encoder: BackboneName = "resnet18"
     pretrained: bool = True
     weights_path: Path | None = None
+    width: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="Multiplier of g's channel counts: the encoder's (as classifier.width) "
+        "and the decoder blocks' (256, 128, 64, 32 times it; the mask stays one channel). "
+        "Anything but 1 needs pretrained: false and no weights_path.",
+    )
+    final_norm: bool = Field(
+        True,
+        description="Batch norm after the last decoder convolution, before the sigmoid (the "
+        "paper's Architecture paragraph, read for every block). false: the mask's logits "
+        "come from the convolution alone, so g can lower the whole map at once (with the "
+        "norm only its learned shift can: from scratch, boxes cover the whole image for "
+        "the first epochs).",
+    )
     lam: float = Field(1.0, ge=0, description="lambda, the weight of the L1 regularizer R.")
     reg: bool = Field(True, description="Use R = mean L1 of M (Fig. 8 ablation: false).")
     ce: bool = Field(True, description="Use D = CE(f(I), f(I*M)).")
@@ -242,6 +267,12 @@ class MaskConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(100, ge=1)
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="g's learning rate: 'constant' (the paper names no schedule for g); "
+        "'cosine': annealed from lr to 0 over every optimizer step of mask.epochs, so the "
+        "late epochs, among which the S-score selects, change g little.",
+    )
     method: Literal[1, 2] = Field(
         1,
         description="1: Eq. 1 against a softmax classifier f; 2: Eq. 3 + Eq. 4 + "
@@ -253,6 +284,11 @@ class MaskConfig(StrictModel):
     triplet_margin: float = Field(
         1.0, gt=0, description="Method II: the margin of Eq. 3 and Eq. 4."
     )
+
+    @model_validator(mode="after")
+    def _width_needs_scratch_training(self) -> MaskConfig:
+        _check_scratch_width(self.width, self.pretrained, self.weights_path, "mask")
+        return self
 
 
 class SelectionConfig(StrictModel):
@@ -268,6 +304,14 @@ class SelectionConfig(StrictModel):
     )
     max_box_fraction: float = Field(0.9, gt=0, le=1)
     min_box_fraction: float = Field(0.01, ge=0, lt=1)
+    min_epoch: int = Field(
+        1,
+        ge=1,
+        description="Ours, not the paper's (1: every epoch may be selected, as in the paper): "
+        "the first epoch that may be selected. g's first epochs are coarse masks whose one "
+        "large blob scores a high S; epochs before this one are excluded as warm-up (they do "
+        "not count as degenerate for early termination). Must not exceed mask.epochs.",
+    )
     num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
 
 
@@ -319,6 +363,16 @@ class RunConfig(StrictModel):
                 "classifier.kind and set mask.method"
             )
         return raw
+
+    @model_validator(mode="after")
+    def _min_epoch_within_the_run(self) -> RunConfig:
+        if self.selection.min_epoch > self.mask.epochs:
+            raise ValueError(
+                f"selection.min_epoch={self.selection.min_epoch} is after g's last epoch "
+                f"(mask.epochs={self.mask.epochs}): no epoch could be selected; lower "
+                "selection.min_epoch or raise mask.epochs"
+            )
+        return self
 
     @property
     def classifier_kind(self) -> Literal["softmax", "embedding"]:

@@ -14,6 +14,7 @@ branch on the method.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from wsol.checkpoint import (
 )
 from wsol.compute import (
     PER_STEP_SCHEDULES,
+    LrSchedule,
     Runtime,
     make_lr_schedule,
     make_optimizer,
@@ -42,7 +44,7 @@ from wsol.compute import (
     runtime_for,
     seed_everything,
 )
-from wsol.config import ConfigError, RunConfig
+from wsol.config import ConfigError, MaskConfig, RunConfig
 from wsol.data import DatasetError, TrainingSplits, WsolDataset, make_dataset
 from wsol.data.transforms import normalize
 from wsol.loaders import make_eval_loader
@@ -330,6 +332,24 @@ def _check_network(network: nn.Module, method: Method) -> None:
         )
 
 
+def _g_schedule(
+    optimizer: torch.optim.Optimizer, cfg: MaskConfig, steps_per_epoch: int
+) -> LrSchedule:
+    """``mask.schedule`` over mask.epochs x ``steps_per_epoch`` steps: 'constant' never
+    changes the lr; 'cosine' anneals it to 0 (:func:`wsol.compute.make_lr_schedule`)."""
+    if cfg.schedule == "constant":
+        constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return LrSchedule(constant, per_step=False)
+    return make_lr_schedule(
+        optimizer,
+        cfg.schedule,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        lr_step=1,
+        lr_gamma=1.0,
+    )
+
+
 def train_mask(
     config: RunConfig,
     classifier: nn.Module,
@@ -360,6 +380,10 @@ def train_mask(
     optimizer = make_optimizer(
         mask_generator.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
     )
+    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
+    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
+    steps_per_epoch = len(method.g_batches(train_set, 1, device))
+    schedule = _g_schedule(optimizer, cfg, steps_per_epoch)
     history: list[dict[str, Any]] = []
     visuals: list[dict[str, Any]] = []
     start_epoch = 1
@@ -369,22 +393,32 @@ def train_mask(
                 f"the checkpoint of epoch {resume_state['epoch']} holds g's weights only (a "
                 "kept, lean checkpoint); resume from the latest one"
             )
+        # g's schedule is a function of the step count alone: replayed, not stored, so
+        # the checkpoint format and what it holds stay one copy.
+        with warnings.catch_warnings():  # "scheduler stepped before optimizer": a replay
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(resume_state["epoch"] * steps_per_epoch):
+                schedule.after_step()
         mask_generator.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         history = list(resume_state["history"])
         visuals = list(resume_state["visuals"])
         start_epoch = resume_state["epoch"] + 1
-    train_set = make_dataset(splits.train, config.data, train=True, seed=config.seed)
-    val_set = make_dataset(splits.val, config.data, train=False, seed=config.seed)
     for epoch in range(start_epoch, cfg.epochs + 1):
         mask_generator.train()
         loader = method.g_batches(train_set, epoch, device)
+        if len(loader) != steps_per_epoch:
+            raise RuntimeError(
+                f"g's epoch {epoch} has {len(loader)} batches, epoch 1 had {steps_per_epoch}: "
+                f"mask.schedule={cfg.schedule} needs the same number every epoch"
+            )
         # The loss terms are summed on the device and read once per epoch: no host sync
         # per step (on CUDA, .item() would stall the queue of kernels every step).
         sums = torch.zeros(len(method.g_terms), dtype=torch.float64, device=device)
         seen = 0
         for batch in _progress(loader, progress, f"g epoch {epoch}/{cfg.epochs}", len(loader)):
             count, terms = method.g_step(network, mask_generator, optimizer, batch, runtime)
+            schedule.after_step()
             sums += terms.double() * count
             seen += count
         totals = dict(zip(method.g_terms, sums.tolist(), strict=True))
@@ -393,7 +427,7 @@ def train_mask(
         val_metrics, maps, boxes = validate_mask_generator(
             mask_generator, network, val_set, config, runtime, method
         )
-        reason = exclusion_reason(val_metrics, config.selection)
+        reason = exclusion_reason(val_metrics, config.selection, epoch)
         metrics = {
             **val_metrics,
             "selection_score": selection_score(val_metrics["val_s_score"], reason is None),

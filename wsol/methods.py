@@ -53,8 +53,10 @@ F_EVAL_BATCH = 64
 
 
 def build_mask_generator(config: MaskConfig) -> MaskGenerator:
-    """g as ``mask`` configures it (encoder, init); the same for both methods."""
-    return MaskGenerator(config.encoder, config.pretrained, config.weights_path)
+    """g as ``mask`` configures it (encoder, width, final norm, init); the same for both methods."""
+    return MaskGenerator(
+        config.encoder, config.pretrained, config.weights_path, config.width, config.final_norm
+    )
 
 
 # --------------------------------------------------------------------------- single steps

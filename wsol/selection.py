@@ -21,28 +21,44 @@ from wsol.config import SelectionConfig
 HistoryRow = Mapping[str, Any]
 
 
-def exclusion_reason(metrics: Mapping[str, float], selection: SelectionConfig) -> str | None:
-    """Our guard (not the paper's): why this epoch may not be selected, or None.
+#: How a degenerate epoch's exclusion reason starts (the rest says which bound it broke).
+DEGENERATE = "degenerate"
+
+
+def exclusion_reason(
+    metrics: Mapping[str, float], selection: SelectionConfig, epoch: int = 1
+) -> str | None:
+    """Our guard (not the paper's): why ``epoch`` may not be selected, or None.
 
     Eq. 6 is exactly 1.0 for a map above tau everywhere (one contour: the whole image),
     which a fresh g and a lambda = 0 g both output, and for a map that is empty but for a
     single speck (a g whose batch-norm statistics have not settled yet); either would win
     max-S while localizing nothing. Reads ``val_box_fraction`` (mean box area / image area).
+    Those reasons start with :data:`DEGENERATE`. An epoch before ``selection.min_epoch``
+    (1, the paper's: every epoch may be selected) is excluded as a warm-up epoch: g's first
+    epochs are coarse masks (the paper's Fig. 4), whose one large blob holds nearly all of
+    the map and so scores a high S.
     """
-    if not selection.skip_degenerate:
-        return None
-    fraction = metrics["val_box_fraction"]
-    if fraction > selection.max_box_fraction:
-        return (
-            f"degenerate: mean predicted box covers {fraction:.1%} of the image "
-            f"(> selection.max_box_fraction = {selection.max_box_fraction:.0%})"
-        )
-    if fraction < selection.min_box_fraction:
-        return (
-            f"degenerate: mean predicted box covers {fraction:.2%} of the image "
-            f"(< selection.min_box_fraction = {selection.min_box_fraction:.0%})"
-        )
+    if selection.skip_degenerate:
+        fraction = metrics["val_box_fraction"]
+        if fraction > selection.max_box_fraction:
+            return (
+                f"{DEGENERATE}: mean predicted box covers {fraction:.1%} of the image "
+                f"(> selection.max_box_fraction = {selection.max_box_fraction:.0%})"
+            )
+        if fraction < selection.min_box_fraction:
+            return (
+                f"{DEGENERATE}: mean predicted box covers {fraction:.2%} of the image "
+                f"(< selection.min_box_fraction = {selection.min_box_fraction:.0%})"
+            )
+    if epoch < selection.min_epoch:
+        return f"warm-up: epoch {epoch} < selection.min_epoch = {selection.min_epoch}"
     return None
+
+
+def is_degenerate(reason: str | None) -> bool:
+    """Whether an exclusion reason is the degenerate-box guard's (not a warm-up epoch)."""
+    return bool(reason) and reason.startswith(DEGENERATE)
 
 
 def selection_score(s_score: float, selectable: bool) -> float:
@@ -63,10 +79,11 @@ def ranked_epochs(history: Sequence[HistoryRow]) -> list[int]:
 
 
 def degenerate_streak(history: Sequence[HistoryRow]) -> int:
-    """How many of the last epochs of ``history`` in a row were excluded by the guard."""
+    """How many of the last epochs of ``history`` in a row the guard found degenerate
+    (warm-up epochs, ``selection.min_epoch``, are not degenerate: they end a streak)."""
     streak = 0
     for row in reversed(history):
-        if not row["excluded_reason"]:
+        if not is_degenerate(row["excluded_reason"]):
             break
         streak += 1
     return streak
@@ -86,7 +103,12 @@ class Selection:
         if self.fallback:
             text += "; every epoch was degenerate, so this is plain max-S (guard could not apply)"
         elif self.excluded:
-            text += f"; excluded epochs {sorted(self.excluded)} as degenerate"
+            degenerate = sorted(e for e, reason in self.excluded.items() if is_degenerate(reason))
+            warm_up = sorted(e for e, reason in self.excluded.items() if not is_degenerate(reason))
+            if degenerate:
+                text += f"; excluded epochs {degenerate} as degenerate"
+            if warm_up:
+                text += f"; epochs {warm_up} are warm-up (before selection.min_epoch)"
         return text
 
     def to_dict(self) -> dict[str, Any]:

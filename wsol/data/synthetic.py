@@ -44,7 +44,9 @@ judged on the others:
 - ``fragments``: as ``shapes``, and the clutter includes 2-4 fragments of *other*
   classes' shapes (30-60 % of such a shape, cut by a random straight line, recut while
   what shows is within MIN_SHAPE_DISTANCE of the whole shape), textured like objects,
-  so a part of a shape is no evidence of its class.
+  so a part of a shape is no evidence of its class. Fragments keep a gap of
+  ``FRAGMENT_MARGIN`` of the side from the object and from each other (a fragment that
+  touched the object would change its outline, which is the class).
 - ``scale``: as ``shapes`` with the object's longer side 10-60 % of the image side.
 - ``hard``: everything at once: fragments and 10-60 % scale.
 """
@@ -91,6 +93,9 @@ _SHAPE_RASTER = 64
 _SHAPE_TURN_STEP_DEG = 5.0
 #: A fragment keeps this share of a shape's pixels.
 FRAGMENT_SHARE_RANGE = (0.3, 0.6)
+#: Least gap between a fragment and the object (or an earlier fragment), as a share of
+#: the image side.
+FRAGMENT_MARGIN = 0.03
 
 
 def class_texture(class_index: int, num_classes: int) -> tuple[float, int]:
@@ -491,19 +496,26 @@ def _shape_background(rng: np.random.Generator, size: int, grid: np.ndarray) -> 
 
 
 def _fragment_region(
-    rng: np.random.Generator, class_index: int, size: int, kind: ShapeKind
+    rng: np.random.Generator, class_index: int, size: int, kind: ShapeKind, keep_clear: np.ndarray
 ) -> np.ndarray:
     """Part of another class's shape: the shape placed anywhere (partly outside the image
-    too) and cut by a random straight line keeping 30-60 % of its pixels; the cut is
-    redrawn (up to _FRAGMENT_TRIES times, then none is drawn) while the visible part
-    is within MIN_SHAPE_DISTANCE of the whole shape (:func:`silhouette_distance`)."""
+    too) where it does not touch ``keep_clear`` (size x size bool; up to
+    _FRAGMENT_TRIES placements), and cut by a random straight line keeping 30-60 % of its
+    pixels; the cut is redrawn (up to _FRAGMENT_TRIES times) while the visible part is
+    within MIN_SHAPE_DISTANCE of the whole shape (:func:`silhouette_distance`). Empty
+    when no placement or cut passes."""
     longer = rng.uniform(*kind.size_range) * size
     outline = _object_outline(rng, class_index, longer)
-    outline = outline + rng.uniform(-0.2 * longer, size - 0.8 * longer, size=2)
-    canvas = np.zeros((size, size), np.uint8)
-    _fill(canvas, outline, 1)
-    ys, xs = np.nonzero(canvas)
     region = np.zeros((size, size), bool)
+    for _ in range(_FRAGMENT_TRIES):
+        placed = outline + rng.uniform(-0.2 * longer, size - 0.8 * longer, size=2)
+        canvas = np.zeros((size, size), np.uint8)
+        _fill(canvas, placed, 1)
+        if not (canvas.astype(bool) & keep_clear).any():
+            break
+    else:
+        return region
+    ys, xs = np.nonzero(canvas)
     if xs.size == 0:
         return region
     for _ in range(_FRAGMENT_TRIES):
@@ -529,9 +541,6 @@ def render_shape_sample(
     image = _shape_background(rng, size, grid)
     others = [k for k in range(num_classes) if k != class_index]
     count = int(rng.integers(spec.fragments[0], spec.fragments[1] + 1)) if others else 0
-    for _ in range(count):
-        region = _fragment_region(rng, int(rng.choice(others)), size, spec)
-        _paint(image, region, _random_texture(rng, size, grid))
 
     outline = _object_outline(rng, class_index, rng.uniform(*spec.size_range) * size)
     extent = outline.max(axis=0)
@@ -539,6 +548,14 @@ def render_shape_sample(
     mask_canvas = np.zeros((size, size), np.uint8)
     _fill(mask_canvas, outline, 255)
     mask = mask_canvas > 0
+    # Fragments keep a margin from the object: one touching it would change the object's
+    # outline, and the class is in the outline.
+    margin = max(1, round(FRAGMENT_MARGIN * size))
+    keep_clear = cv2.dilate(mask_canvas, np.ones((2 * margin + 1,) * 2, np.uint8)) > 0
+    for _ in range(count):
+        region = _fragment_region(rng, int(rng.choice(others)), size, spec, keep_clear)
+        _paint(image, region, _random_texture(rng, size, grid))
+        keep_clear |= region
     _paint(image, mask, _random_texture(rng, size, grid))
 
     noise = rng.normal(0.0, 5.0, size=image.shape)
