@@ -25,7 +25,8 @@ base):
 
 Output: the per-seed table, a per-kind summary (mean and min over seeds) with a verdict per
 target of issue 14 (:data:`TARGETS`, :func:`verdicts`), printed and written to
-<out>/results.md and <out>/results.json; each kind x seed x method's own record in
+<out>/results.md and <out>/results.json, and every test curve with the selected and oracle
+epochs marked in <out>/curves.png; each kind x seed x method's own record in
 <out>/runs/<kind>/seed<S>/method<M>/result.json (reused by a rerun with the same config,
 so an interrupted benchmark continues). ``--smoke``: tiny data and epochs, plumbing only.
 """
@@ -544,6 +545,65 @@ def summary_table(kind_summaries: Sequence[Mapping[str, Any]]) -> str:
     return markdown_table(header, lines).rstrip("\n")
 
 
+def curves_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """``path`` (PNG): one panel per method x kind, each seed's test GT-known per epoch of
+    full (solid) and no-reg (dashed), the S-selected epoch a filled dot, the oracle epoch
+    (DIAGNOSTIC) a ring. Where selection lands against the curve, at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["kind"]), []).append(row)
+    columns = max(1, min(len(groups), 5))
+    lines = math.ceil(len(groups) / columns)
+    figure, axes = plt.subplots(
+        lines, columns, figsize=(3.2 * columns, 2.8 * lines), squeeze=False, sharey=True
+    )
+    palette = plt.get_cmap("tab10")
+    for panel, ((method, kind), group) in zip(axes.flat, groups.items(), strict=False):
+        for index, row in enumerate(group):
+            colour = palette(index % 10)
+            for variant, style in (("full", "-"), ("no-reg", "--")):
+                record = row["variants"].get(variant)
+                if not record or not record.get("curve"):
+                    continue
+                curve = {int(epoch): value for epoch, value in record["curve"].items()}
+                epochs = sorted(curve)
+                label = f"seed {row['seed']}" if variant == "full" else None
+                panel.plot(epochs, [curve[e] for e in epochs], style, color=colour, label=label)
+                if variant == "full":
+                    selected = record["selected_epoch"]
+                    panel.plot(selected, curve.get(selected, math.nan), "o", color=colour)
+                    panel.plot(
+                        record["oracle_epoch"],
+                        record["oracle_gt_known"],
+                        "o",
+                        markerfacecolor="none",
+                        markeredgecolor=colour,
+                        markersize=10,
+                    )
+        panel.set_title(f"{kind} (Method {'I' if method == 1 else 'II'})", fontsize=10)
+        panel.set_xlabel("g epoch")
+        panel.set_ylim(-2, 100)
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7, loc="lower right")
+    for panel in axes.flat[len(groups) :]:
+        panel.axis("off")
+    for panel in axes[:, 0]:
+        panel.set_ylabel("test GT-known (%)")
+    figure.suptitle(
+        "full (solid) and no-reg (dashed) per epoch on test; dot = S-selected epoch, "
+        "ring = best epoch on test (diagnostic)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], smoke: bool) -> str:
     failing = [
         f"{s['kind']} (Method {'I' if s['method'] == 1 else 'II'}): "
@@ -620,9 +680,13 @@ def main(args: argparse.Namespace) -> int:
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / "results.md").write_text(text)
+    curves_figure(rows, out / "curves.png")
     log("")
     log(text)
-    log(f"wall time {payload['wall_s']:.0f}s; results in {out}/results.md and results.json")
+    log(
+        f"wall time {payload['wall_s']:.0f}s; results in {out}/results.md, results.json "
+        "and curves.png"
+    )
     return 0
 
 

@@ -10,7 +10,8 @@ trainable reports (study.trainable), for example::
 
 The objective is the trial-selection metric at the trial's selected epoch; for
 ``val_s_score`` it is the guarded S (:func:`wsol.selection.selection_score`): S for a
-selectable epoch, S - 1 (below 0) while every epoch so far is degenerate.
+selectable epoch, S - 1 (below 0) while every epoch so far is excluded (degenerate, or
+a warm-up epoch before ``selection.min_epoch``).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def _number(value: Any, digits: int = 4) -> str:
 def objective_meaning(metric: str, result: Mapping[str, Any]) -> str:
     """Words for a trial's objective, so a 0 beside "S 1.0" is not a puzzle: for
     ``val_s_score`` the objective is the guarded S, which is S - 1 while every epoch so
-    far is degenerate (its selected epoch is then plain max-S, not selectable)."""
+    far is excluded (its selected epoch is then plain max-S, not selectable)."""
     if metric != "val_s_score":
         return f"{metric} at its selected epoch"
     if result.get("objective") != result.get("selected_val_s_score"):
-        return "S - 1: every epoch so far is degenerate, none selectable yet"
+        return "S - 1: every epoch so far is excluded (degenerate or warm-up), none selectable yet"
     return "the S of its selected epoch"
 
 

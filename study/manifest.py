@@ -199,7 +199,8 @@ def write_manifest(
 TABLE_LEGEND = """\
   selected epoch  maximal validation S-score among the selectable (non-degenerate) epochs
   val S           the validation S-score of the selected epoch
-  excluded        degenerate epochs (empty or full-image masks) the guard excluded
+  excluded        epochs the guard excluded: degenerate (empty or full-image masks) or
+                  warm-up (before selection.min_epoch)
   objective       what ranks trials: the trial-selection metric at the selected epoch;
                   for val_s_score the guarded S, which is S - 1 (at most 0) when every
                   epoch was degenerate"""

@@ -358,7 +358,8 @@ def report(
             "s_curves": s_curves
             and _inline_file(
                 s_curves,
-                "validation S-score per epoch; grey crosses: excluded (degenerate) epochs, "
+                "validation S-score per epoch; grey crosses: excluded (degenerate or warm-up) "
+                "epochs, "
                 "stars: the selected epoch",
             ),
             "s_note": s_note,

@@ -34,7 +34,7 @@ def test_an_epoch_line_shows_epoch_s_selection_excluded_and_objective() -> None:
 
 def test_the_objective_of_an_all_degenerate_trial_is_explained_not_left_as_zero() -> None:
     degenerate = _result(2, 1.0, 1, 1.0, 0.0)  # guarded S = S - 1
-    assert "every epoch so far is degenerate" in objective_meaning("val_s_score", degenerate)
+    assert "every epoch so far is excluded" in objective_meaning("val_s_score", degenerate)
     selectable = _result(2, 0.7, 2, 0.7, 0.7)
     assert objective_meaning("val_s_score", selectable) == "the S of its selected epoch"
     assert objective_meaning("val_gt_known_loc", selectable).startswith("val_gt_known_loc")
@@ -54,7 +54,7 @@ def test_best_so_far_is_printed_when_it_changes_by_the_selection_mode() -> None:
     best = [line for line in printed if line.startswith("best so far")]
     assert best == [
         "best so far: full_t_00000, objective 0.0000 = S - 1: every epoch so far is "
-        "degenerate, none selectable yet",
+        "excluded (degenerate or warm-up), none selectable yet",
         "best so far: no-reg_t_00001, objective 0.6000 = the S of its selected epoch",
     ]
     assert printed[-1].startswith("full_t_00000  epoch 2/3  S 0.5000")

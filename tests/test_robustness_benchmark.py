@@ -102,6 +102,7 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     text = (out / "results.md").read_text()
     assert "SMOKE RUN" in text and "| " + " | ".join(robustness.SEED_HEADER) + " |" in text
     assert "| shapes | I | 1 |" in text  # the per-kind summary row
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert robustness.main(robustness.parse_args(argv)) == 0
     assert "reusing" in capsys.readouterr().out

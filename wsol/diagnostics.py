@@ -16,8 +16,9 @@ The rules and their thresholds:
   55 % for 10, 50.25 % for 200. (A fixed "twice chance" rule would ask 100 % of 2 classes
   and allow 1 % for 200.)
 - **all degenerate** (:func:`all_epochs_degenerate`): every epoch was excluded by our
-  guard, so the selection fell back to plain max-S (:attr:`wsol.selection.Selection.fallback`):
-  the selected g outputs full-image or near-empty maps.
+  guard (degenerate, or warm-up before ``selection.min_epoch``), so the selection fell
+  back to plain max-S (:attr:`wsol.selection.Selection.fallback`): the selected g
+  outputs full-image or near-empty maps, or is one of g's first, coarse epochs.
 - **boxes cover the image** (:func:`boxes_cover_image`): at the selected epoch the mean
   predicted box covers more than :data:`MAX_SELECTED_BOX_FRACTION` (80 %) of the image
   (``val_box_fraction``), so its boxes say little about where the object is even when
@@ -116,8 +117,9 @@ class Diagnostics:
             )
         if self.all_degenerate:
             lines.append(
-                "every epoch was degenerate (full-image or near-empty maps): the selection "
-                "fell back to plain max-S and the selected g localizes nothing"
+                "every epoch was degenerate (full-image or near-empty maps) or a warm-up "
+                "epoch (before selection.min_epoch): the selection fell back to plain max-S "
+                "and the selected g may localize nothing"
             )
         if self.boxes_cover_image and self.selected_box_fraction is not None:
             lines.append(
