@@ -349,7 +349,8 @@ def run_unit(
         ) -> None:
             save.weights(_folder / f"epoch_{report.epoch:03d}.pt")
             metrics = report.metrics
-            note = "  [degenerate]" if report.excluded_reason else ""
+            reason = report.excluded_reason
+            note = f"  [{reason.split(':')[0]}]" if reason else ""  # degenerate / warm-up
             log(
                 f"  g {_variant} epoch {report.epoch}/{_epochs}  "
                 f"S={metrics['val_s_score']:.3f}  box={metrics['val_box_fraction']:.0%}  "
