@@ -7,6 +7,11 @@ from typing import Any
 
 from wsol.config import RunConfig, config_from_dict
 
+#: f's and g's channel multiplier in the tests' tiny configs: a quarter-width ResNet18 has
+#: 1/16 of the parameters, so each step and each checkpoint costs a fraction of the
+#: paper's width; the architecture at width 1 is tested on its own (tests/test_models.py).
+TINY_WIDTH = 0.25
+
 
 def tiny_run_config(root: Path, name: str = "tiny", **sections: dict[str, Any]) -> RunConfig:
     """Method I on the synthetic data under ``root``: f 2 epochs, g 3 epochs, batch 8.
@@ -25,12 +30,14 @@ def tiny_run_config(root: Path, name: str = "tiny", **sections: dict[str, Any]) 
         "classifier": {
             "pretrained": False,
             "small_input_stem": True,
+            "width": TINY_WIDTH,
             "optimizer": "adam",
             "batch_size": 8,
             "epochs": 2,
         },
         "mask": {
             "pretrained": False,
+            "width": TINY_WIDTH,
             "optimizer": "adam",
             "lr": 5e-3,
             "batch_size": 8,

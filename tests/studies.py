@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from run_configs import TINY_WIDTH
+
 from study.spec import Study, spec_from_dict
 from wsol.config import set_nested
 
@@ -27,12 +29,14 @@ def tiny_spec_dict(data_root: Path, storage: Path, **overrides: Any) -> dict[str
             "classifier": {
                 "pretrained": False,
                 "small_input_stem": True,
+                "width": TINY_WIDTH,
                 "optimizer": "adam",
                 "batch_size": 16,
                 "epochs": 1,
             },
             "mask": {
                 "pretrained": False,
+                "width": TINY_WIDTH,
                 "optimizer": "adam",
                 "lr": 1e-2,
                 "batch_size": 16,
