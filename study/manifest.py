@@ -197,7 +197,7 @@ def write_manifest(
 
 #: What the columns of :func:`format_table` mean, printed under it.
 TABLE_LEGEND = """\
-  selected epoch  maximal validation S-score among the selectable (non-degenerate) epochs
+  selected epoch  maximal validation S-score among the selectable epochs (not excluded)
   val S           the validation S-score of the selected epoch
   excluded        epochs the guard excluded: degenerate (empty or full-image masks) or
                   warm-up (before selection.min_epoch)
