@@ -7,9 +7,8 @@
 
 For every kind K (``wsol.data.synthetic.synthesize_cub(..., kind=K)``; dataset seed =
 the run seed unless ``--data-seed``) and seed S, with ONE recipe config for all of them
-(``--config``; a run config, or a study spec whose ``base`` is used; while
-configs/cpu_recipe.yaml does not exist the default falls back to ablations/smoke.yaml's
-base):
+(``--config``, default configs/cpu_recipe.yaml; a run config, or a study spec whose
+``base`` is used):
 
 1. f once (``wsol.loop.train_classifier``, ``seed`` and ``classifier.seed`` = S), shared by
    full, no-reg and CAM.
@@ -67,7 +66,6 @@ from wsol.loop import train_classifier, train_mask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "cpu_recipe.yaml"
-FALLBACK_CONFIG = REPO_ROOT / "ablations" / "smoke.yaml"  # its base, until the recipe exists
 DEFAULT_OUT = Path("runs/bench-robustness")
 #: The g variants of each method: label -> overrides. CAM (Method I's f) is added apart.
 VARIANTS = {"full": ["mask.reg=true"], "no-reg": ["mask.reg=false"]}
@@ -196,8 +194,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=DEFAULT_CONFIG,
         help="the recipe: a run config, or a study spec (its base) (default "
-        f"{DEFAULT_CONFIG.relative_to(REPO_ROOT)}, while missing "
-        f"{FALLBACK_CONFIG.relative_to(REPO_ROOT)}'s base)",
+        f"{DEFAULT_CONFIG.relative_to(REPO_ROOT)})",
     )
     parser.add_argument(
         "--set",
@@ -232,12 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_recipe(path: Path, overrides: Sequence[str], log: Log) -> RunConfig:
-    """The recipe at ``path`` (a run config, or a study spec's ``base``) with ``overrides``;
-    the default path falls back to :data:`FALLBACK_CONFIG`'s base while it is missing."""
-    if not path.is_file() and path == DEFAULT_CONFIG:
-        log(f"{path} does not exist yet: using the base of {FALLBACK_CONFIG}")
-        path = FALLBACK_CONFIG
+def load_recipe(path: Path, overrides: Sequence[str]) -> RunConfig:
+    """The recipe at ``path`` (a run config, or a study spec's ``base``) with ``overrides``."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     raw = read_yaml_mapping(path, "config file", ConfigError)
@@ -649,7 +642,7 @@ def main(args: argparse.Namespace) -> int:
             handle.write(message + "\n")
 
     overrides = [*(SMOKE_OVERRIDES if args.smoke else []), *args.overrides]
-    recipe = load_recipe(args.config, overrides, log)
+    recipe = load_recipe(args.config, overrides)
     methods = [1, 2] if args.method2 else [1]
     units = [
         (kind, seed, method) for method in methods for kind in args.kinds for seed in args.seeds

@@ -48,13 +48,13 @@ def test_selection_score_ranks_any_selectable_epoch_above_any_excluded_one() -> 
 
 def test_guard_excludes_whole_image_and_speck_boxes_and_can_be_switched_off() -> None:
     config = SelectionConfig(max_box_fraction=0.9)
-    reason = exclusion_reason({"val_box_fraction": 0.97}, config)
+    reason = exclusion_reason({"val_box_fraction": 0.97}, config, epoch=1)
     assert reason is not None and "97.0%" in reason and "max_box_fraction" in reason
-    assert exclusion_reason({"val_box_fraction": 0.5}, config) is None
-    speck = exclusion_reason({"val_box_fraction": 0.0002}, config)
+    assert exclusion_reason({"val_box_fraction": 0.5}, config, epoch=1) is None
+    speck = exclusion_reason({"val_box_fraction": 0.0002}, config, epoch=1)
     assert speck is not None and "min_box_fraction" in speck
     off = SelectionConfig(skip_degenerate=False)
-    assert exclusion_reason({"val_box_fraction": 1.0}, off) is None
+    assert exclusion_reason({"val_box_fraction": 1.0}, off, epoch=1) is None
 
 
 def test_epochs_before_min_epoch_are_warm_up_not_degenerate() -> None:

@@ -427,7 +427,7 @@ def train_mask(
         val_metrics, maps, boxes = validate_mask_generator(
             mask_generator, network, val_set, config, runtime, method
         )
-        reason = exclusion_reason(val_metrics, config.selection, epoch)
+        reason = exclusion_reason(val_metrics, config.selection, epoch=epoch)
         metrics = {
             **val_metrics,
             "selection_score": selection_score(val_metrics["val_s_score"], reason is None),

@@ -26,7 +26,7 @@ DEGENERATE = "degenerate"
 
 
 def exclusion_reason(
-    metrics: Mapping[str, float], selection: SelectionConfig, epoch: int = 1
+    metrics: Mapping[str, float], selection: SelectionConfig, *, epoch: int
 ) -> str | None:
     """Our guard (not the paper's): why ``epoch`` may not be selected, or None.
 
