@@ -1,5 +1,5 @@
-"""The from-scratch recipe's config options: data.hflip, classifier.width, mask.width,
-classifier.schedule.
+"""The from-scratch recipe's config options: data.hflip, data.crop_scale, classifier.width,
+mask.width, classifier.schedule.
 
 Each is validated with an error naming the field, does what it says, leaves every default
 (and so every existing classifier key) as it was, and the schedule resumes exactly.
@@ -33,7 +33,7 @@ from wsol.config import (
     load_config,
 )
 from wsol.data import build_transform, make_dataset, read_training_splits
-from wsol.data.transforms import WsolTransform
+from wsol.data.transforms import WsolTransform, mask_bounding_box
 from wsol.loop import train_classifier
 from wsol.models import Classifier, EmbeddingNet
 
@@ -46,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
     ("raw", "message"),
     [
         ({"data": {"hflip": "sometimes"}}, "data.hflip"),
+        ({"data": {"crop_scale": [0.8]}}, "data.crop_scale"),
+        ({"data": {"crop_scale": [1.0, 0.5]}}, "data.crop_scale"),
+        ({"data": {"crop_scale": [0.0, 1.0]}}, "data.crop_scale"),
+        ({"data": {"resize": 72, "crop": 64, "crop_scale": [0.8, 1.2]}}, "exceeds data.resize 72"),
         ({"classifier": {"pretrained": False, "width": 0}}, "classifier.width"),
         ({"classifier": {"pretrained": False, "width": 5}}, "classifier.width"),
         ({"classifier": {"schedule": "linear"}}, "classifier.schedule"),
@@ -79,6 +83,7 @@ def test_a_mask_width_other_than_one_is_refused_with_pretrained_weights() -> Non
 def test_defaults_are_the_papers_settings() -> None:
     config = RunConfig()
     assert config.data.hflip is True
+    assert config.data.crop_scale == (1.0, 1.0)
     assert config.classifier.width == 1.0
     assert config.classifier.schedule == "step"
     assert config.mask.width == 1.0
@@ -102,7 +107,12 @@ def test_configs_that_leave_the_new_fields_at_default_keep_their_classifier_key(
     assert classifier_key(cpu) == KEYS_BEFORE["configs/synthetic_cpu.yaml"]
     spelled_out = load_config(
         REPO / "configs" / "synthetic_cpu.yaml",
-        ["data.hflip=true", "classifier.width=1", "classifier.schedule=step"],
+        [
+            "data.hflip=true",
+            "data.crop_scale=[1, 1]",
+            "classifier.width=1",
+            "classifier.schedule=step",
+        ],
     )
     assert classifier_key(spelled_out) == KEYS_BEFORE["configs/synthetic_cpu.yaml"]
 
@@ -112,6 +122,7 @@ def test_each_non_default_value_gives_f_its_own_key() -> None:
     variants = [
         [],
         ["data.hflip=false"],
+        ["data.crop_scale=[0.75, 1]"],
         ["classifier.width=0.5"],
         ["classifier.width=0.75"],
         ["classifier.schedule=cosine"],
@@ -163,6 +174,71 @@ def test_hflip_false_turns_off_flips_in_the_training_dataset(synthetic_root: Pat
             assert torch.equal(training[index]["image"], plain[index]["image"])
             differs += not torch.equal(flipping[index]["image"], plain[index]["image"])
     assert differs > 0
+
+
+# ------------------------------------------------------------------ data.crop_scale
+
+
+def test_crop_scale_one_is_the_papers_crop_draw_for_draw() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    paper = WsolTransform(40, 32, train=True)
+    spelled_out = build_transform(DataConfig(resize=40, crop=32, crop_scale=(1, 1)), train=True)
+    for seed in range(10):
+        first, _, _ = paper(image, np.zeros((0, 4)), None, np.random.default_rng(seed))
+        second, _, _ = spelled_out(image, np.zeros((0, 4)), None, np.random.default_rng(seed))
+        np.testing.assert_array_equal(first, second)
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    return np.any(
+        [
+            padded[1 + dy : 1 + dy + mask.shape[0], 1 + dx : 1 + dx + mask.shape[1]]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ],
+        axis=0,
+    )
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    return ~_dilated(~mask)
+
+
+def test_crop_scale_zooms_and_keeps_box_and_mask_exactly_aligned() -> None:
+    """An object of known size: the window's side varies within crop_scale, so the object's
+    size in the crop varies inversely, and the box is always the mask's bounding box."""
+    size, crop = 72, 32
+    image = np.zeros((size, size, 3), np.uint8)
+    mask = np.zeros((size, size), bool)
+    mask[30:42, 20:50] = True  # a 30 x 12 px object, kept inside every window's reach
+    image[mask] = 255
+    box = np.array([[20, 30, 49, 41]])
+    transform = WsolTransform(size, crop, train=True, hflip=False, crop_scale=(0.75, 2.25))
+    object_widths = set()
+    for seed in range(40):
+        out, boxes, out_mask = transform(image, box, mask, np.random.default_rng(seed))
+        assert out.shape == (crop, crop, 3) and out_mask.shape == (crop, crop)
+        if out_mask.any():
+            assert tuple(boxes[0]) == mask_bounding_box(out_mask)
+            # Bilinear image, nearest mask: they may differ only on the object's rim.
+            disagree = (out[..., 0] > 127) != out_mask
+            rim = _dilated(out_mask) & ~_eroded(out_mask)
+            assert not (disagree & ~rim).any()
+            object_widths.add(int(out_mask.any(axis=0).sum()))
+    # 30 px seen through windows of 24 to 72 px, at 32 px: from ~13 to 32 px wide.
+    assert min(object_widths) <= 16 and max(object_widths) >= 28
+
+
+def test_crop_scale_leaves_evaluation_transforms_alone() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    scaled = build_transform(DataConfig(resize=40, crop=32, crop_scale=(0.5, 1.25)), train=False)
+    plain = build_transform(DataConfig(resize=40, crop=32), train=False)
+    first, _, _ = scaled(image, np.zeros((0, 4)), None, rng)
+    second, _, _ = plain(image, np.zeros((0, 4)), None, rng)
+    np.testing.assert_array_equal(first, second)
 
 
 # ------------------------------------------------------------------ classifier.width

@@ -97,6 +97,13 @@ class DataConfig(StrictModel):
         "g's training alike (the paper's augmentation). false: no flips, for classes whose "
         "mirror image is another or an unseen object (`wsol synth --kind shapes`).",
     )
+    crop_scale: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="[low, high]: the training crop's side is s x crop px for s uniform in "
+        "[low, high] (a square window anywhere in the resized image), resized to crop x crop: "
+        "a random-resized crop, for f's and g's training alike. [1, 1] (default): the "
+        "paper's fixed-size random crop. Needs 0 < low <= high and high x crop <= resize.",
+    )
     require_masks: bool = Field(
         False,
         description="Every image must have a segmentation mask, so that PxAP can be computed "
@@ -110,6 +117,20 @@ class DataConfig(StrictModel):
         if crop % 32:
             raise ValueError(f"must be a multiple of 32 (g downsamples 5 times), got {crop}")
         return crop
+
+    @model_validator(mode="after")
+    def _crop_scale_fits(self) -> DataConfig:
+        low, high = self.crop_scale
+        if not 0.0 < low <= high:
+            raise ValueError(
+                f"data.crop_scale must be [low, high] with 0 < low <= high, got {[low, high]}"
+            )
+        if high * self.crop > self.resize:
+            raise ValueError(
+                f"data.crop_scale high {high:g} x data.crop {self.crop} = {high * self.crop:g} px "
+                f"exceeds data.resize {self.resize}: the window must fit the resized image"
+            )
+        return self
 
     @field_validator("num_workers", mode="before")
     @classmethod
@@ -575,7 +596,7 @@ def config_to_yaml(config: RunConfig) -> str:
 # only when set to something else, so a config that leaves them alone keeps its key (and
 # reuses the f stored under it).
 _IN_KEY_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
-    "data": {"hflip": True},
+    "data": {"hflip": True, "crop_scale": [1.0, 1.0]},
     "classifier": {"schedule": "step", "width": 1.0},
 }
 
@@ -601,8 +622,9 @@ def classifier_key(config: RunConfig) -> str:
     but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
-    ``data.hflip``, ``classifier.schedule`` and ``classifier.width`` are in only when they
-    differ from their defaults (true, step, 1.0), so keys from before they existed stay valid.
+    ``data.hflip``, ``data.crop_scale``, ``classifier.schedule`` and ``classifier.width`` are
+    in only when they differ from their defaults (true, [1, 1], step, 1.0), so keys from
+    before they existed stay valid.
     Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
     embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
     leaves them out, as they do not change it: a Siamese embedding network never shares

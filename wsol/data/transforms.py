@@ -123,20 +123,35 @@ class WsolTransform:
     the exact box geometry.
     """
 
-    def __init__(self, resize: int, crop: int, train: bool, hflip: bool = True) -> None:
+    def __init__(
+        self,
+        resize: int,
+        crop: int,
+        train: bool,
+        hflip: bool = True,
+        crop_scale: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
         if crop > resize:
             raise ValueError(f"crop ({crop} px) must not exceed resize ({resize} px)")
         if crop < 1:
             raise ValueError(f"crop must be a positive number of pixels, got {crop}")
+        low, high = crop_scale
+        if not 0.0 < low <= high or high * crop > resize:
+            raise ValueError(
+                f"crop_scale {list(crop_scale)} must satisfy 0 < low <= high and "
+                f"high x crop ({high * crop:g} px) <= resize ({resize} px)"
+            )
         self.resize = resize
         self.crop = crop
         self.train = train
         self.hflip = hflip
+        self.crop_scale = (float(low), float(high))
 
     def __repr__(self) -> str:
+        scale = "" if self.crop_scale == (1.0, 1.0) else f", crop_scale={list(self.crop_scale)}"
         return (
             f"WsolTransform(resize={self.resize}, crop={self.crop}, train={self.train}, "
-            f"hflip={self.hflip})"
+            f"hflip={self.hflip}{scale})"
         )
 
     def __call__(
@@ -192,10 +207,14 @@ class WsolTransform:
         :meth:`resize_sample` returns them; the image may be a read-only memory map):
         crop (random in training, centre otherwise), then in training a flip with p = 0.5
         (none when ``hflip`` is false).
-        Draws crop left, crop top, then flip from ``rng``. Returns new contiguous arrays."""
+        Draws crop left, crop top, then flip from ``rng``; with a ``crop_scale`` other than
+        (1, 1) the training crop is :meth:`_scaled_crop`'s instead. Returns new contiguous
+        arrays."""
         size = self.resize
         if image.shape[:2] != (size, size):
             raise ValueError(f"expected a {size}x{size} resized image, got {image.shape[:2]}")
+        if self.train and self.crop_scale != (1.0, 1.0):
+            return self._scaled_crop(image, boxes, mask, rng)
         spare = size - self.crop
         if self.train:
             left = int(rng.integers(0, spare + 1))
@@ -219,11 +238,52 @@ class WsolTransform:
             out_mask = np.ascontiguousarray(out_mask, dtype=bool)
         return out_image, out_boxes, out_mask
 
+    def _scaled_crop(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        mask: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A random-resized square crop: a window of side round(s x crop) px, s uniform in
+        ``crop_scale`` (at least 1 px, at most the resized side), at a uniform offset,
+        resized to crop x crop (image bilinear, mask and boxes exactly as
+        :meth:`resize_sample` does), then the flip. Draws s, left, top, then flip."""
+        low, high = self.crop_scale
+        side = min(max(round(float(rng.uniform(low, high)) * self.crop), 1), self.resize)
+        spare = self.resize - side
+        left = int(rng.integers(0, spare + 1))
+        top = int(rng.integers(0, spare + 1))
+        flip = bool(rng.random() < 0.5) and self.hflip
+        window = (slice(top, top + side), slice(left, left + side))
+        out_image = cv2.resize(
+            np.ascontiguousarray(image[window]),
+            (self.crop, self.crop),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        out_boxes = resize_boxes(crop_boxes(boxes, left, top, side), (side, side), self.crop)
+        out_mask = None
+        if mask is not None:
+            nearest = _nearest_source_indices(side, self.crop)
+            out_mask = np.asarray(mask[window], dtype=bool)[nearest[:, None], nearest[None, :]]
+        if flip:
+            out_image = out_image[:, ::-1]
+            out_boxes = flip_boxes(out_boxes, self.crop)
+            if out_mask is not None:
+                out_mask = out_mask[:, ::-1]
+        out_image = np.ascontiguousarray(out_image)
+        if out_mask is not None:
+            out_mask = np.ascontiguousarray(out_mask, dtype=bool)
+        return out_image, out_boxes, out_mask
+
 
 def build_transform(config: DataConfig, train: bool) -> WsolTransform:
     """The paper's training (``train=True``) or evaluation transform for ``config``; the
-    training transform flips only when ``config.hflip``."""
-    return WsolTransform(config.resize, config.crop, train, hflip=config.hflip)
+    training transform flips only when ``config.hflip`` and scales its crop by
+    ``config.crop_scale``."""
+    return WsolTransform(
+        config.resize, config.crop, train, hflip=config.hflip, crop_scale=config.crop_scale
+    )
 
 
 def normalization_stats(
