@@ -112,6 +112,22 @@ def mask_bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
+def _flipped_if(
+    flip: bool, image: np.ndarray, boxes: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The crop's image, boxes and mask, mirrored together when ``flip``, as new contiguous
+    arrays."""
+    if flip:
+        image = image[:, ::-1]
+        boxes = flip_boxes(boxes, image.shape[1])
+        if mask is not None:
+            mask = mask[:, ::-1]
+    image = np.ascontiguousarray(image)
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+    return image, boxes, mask
+
+
 class WsolTransform:
     """Resize to ``resize`` x ``resize``, crop to ``crop`` x ``crop``, flip (training only).
 
@@ -228,15 +244,7 @@ class WsolTransform:
         out_image = image[window]
         out_boxes = crop_boxes(boxes, left, top, self.crop)
         out_mask = None if mask is None else mask[window]
-        if flip:
-            out_image = out_image[:, ::-1]
-            out_boxes = flip_boxes(out_boxes, self.crop)
-            if out_mask is not None:
-                out_mask = out_mask[:, ::-1]
-        out_image = np.ascontiguousarray(out_image)
-        if out_mask is not None:
-            out_mask = np.ascontiguousarray(out_mask, dtype=bool)
-        return out_image, out_boxes, out_mask
+        return _flipped_if(flip, out_image, out_boxes, out_mask)
 
     def _scaled_crop(
         self,
@@ -266,15 +274,7 @@ class WsolTransform:
         if mask is not None:
             nearest = _nearest_source_indices(side, self.crop)
             out_mask = np.asarray(mask[window], dtype=bool)[nearest[:, None], nearest[None, :]]
-        if flip:
-            out_image = out_image[:, ::-1]
-            out_boxes = flip_boxes(out_boxes, self.crop)
-            if out_mask is not None:
-                out_mask = out_mask[:, ::-1]
-        out_image = np.ascontiguousarray(out_image)
-        if out_mask is not None:
-            out_mask = np.ascontiguousarray(out_mask, dtype=bool)
-        return out_image, out_boxes, out_mask
+        return _flipped_if(flip, out_image, out_boxes, out_mask)
 
 
 def build_transform(config: DataConfig, train: bool) -> WsolTransform:
