@@ -399,6 +399,7 @@ def run_unit(
             "maxboxacc_v2": at_selected["maxboxacc_v2"],
             **oracle(curve, selected),
             "curve": {str(epoch): value for epoch, value in sorted(curve.items())},
+            "validation": validation_curves(info["history"]),
             "diagnostics": info["diagnostics"],
         }
     if method == 1:
@@ -628,6 +629,21 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
             "",
         ]
     )
+
+
+#: The per-epoch validation numbers a record keeps (g's history has more: its losses).
+VALIDATION_KEYS = ("val_s_score", "val_box_fraction", "val_mask_mean", "val_gt_known_loc")
+
+
+def validation_curves(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Every epoch's validation numbers, ``{key: {"epoch": value}}`` for VALIDATION_KEYS
+    (a key g's history lacks is left out): what a selection rule can be studied on
+    without the test split, beside the test ``curve``."""
+    return {
+        key: {str(row["epoch"]): row[key] for row in history}
+        for key in VALIDATION_KEYS
+        if history and all(key in row for row in history)
+    }
 
 
 def main(args: argparse.Namespace) -> int:
