@@ -131,6 +131,7 @@ def kind_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "f_test_top1": stats(f_top1),
         "full_gt_known": stats(values("full", "gt_known_loc")),
         "full_maxboxacc_v2": stats(values("full", "maxboxacc_v2")),
+        "full_max_s_gt_known": stats(values("full", "max_s_gt_known")),
         "no_reg_gt_known": stats(values("no-reg", "gt_known_loc")),
         "cam_gt_known": stats(values("CAM", "gt_known_loc")),
         "gap": stats(values("full", "gap")),
@@ -392,11 +393,15 @@ def run_unit(
                 path.rename(info["folder"] / "selected.pt")
             else:
                 path.unlink()
+        max_s_epoch = info["selection"]["max_s_epoch"]
         variants[variant] = {
             "selected_epoch": selected,
             "fallback": info["selection"]["fallback"],
             "gt_known_loc": at_selected["gt_known_loc"],
             "maxboxacc_v2": at_selected["maxboxacc_v2"],
+            # The paper's rule on the same g: what selection.s_tolerance_se changed.
+            "max_s_epoch": max_s_epoch,
+            "max_s_gt_known": curve[max_s_epoch],
             **oracle(curve, selected),
             "curve": {str(epoch): value for epoch, value in sorted(curve.items())},
             "validation": validation_curves(info["history"]),
@@ -444,6 +449,7 @@ SEED_HEADER = [
     "full epoch",
     "full GT-known",
     "full MaxBoxAccV2",
+    "full max-S epoch / GT-known",
     "no-reg GT-known",
     "no-reg MaxBoxAccV2",
     "CAM GT-known",
@@ -453,6 +459,13 @@ SEED_HEADER = [
     "gap",
     "warnings (full)",
 ]
+
+
+def _max_s_cell(record: Mapping[str, Any]) -> str:
+    """The paper's max-S epoch and its GT-known ("-" in records written before them)."""
+    if record.get("max_s_epoch") is None:
+        return "-"
+    return f"{record['max_s_epoch']} / {_cell(record['max_s_gt_known'])}"
 
 
 def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -476,6 +489,7 @@ def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 epoch,
                 _cell(full["gt_known_loc"]),
                 _cell(full["maxboxacc_v2"]),
+                _max_s_cell(full),
                 _cell(no_reg["gt_known_loc"]),
                 _cell(no_reg["maxboxacc_v2"]),
                 _cell(cam.get("gt_known_loc")),
@@ -513,6 +527,7 @@ def summary_table(kind_summaries: Sequence[Mapping[str, Any]]) -> str:
         "f top-1 mean / min",
         "full GT-known mean / min",
         "full std",
+        "full at max-S epoch mean",
         "no-reg GT-known mean / max",
         "CAM GT-known mean",
         "gap mean",
@@ -528,6 +543,7 @@ def summary_table(kind_summaries: Sequence[Mapping[str, Any]]) -> str:
                 f"{_cell(s['f_test_top1']['mean'])} / {_cell(s['f_test_top1']['min'])}",
                 f"{_cell(s['full_gt_known']['mean'])} / {_cell(s['full_gt_known']['min'])}",
                 _cell(s["full_gt_known"]["std"]),
+                _cell(s["full_max_s_gt_known"]["mean"]),
                 f"{_cell(s['no_reg_gt_known']['mean'])} / {_cell(s['no_reg_gt_known']['max'])}",
                 _cell(s["cam_gt_known"]["mean"]),
                 _cell(s["gap"]["mean"]),
@@ -612,10 +628,12 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
             + (" (SMOKE RUN: plumbing only)" if smoke else ""),
             "",
             "Test split accuracies in %. GT-known and MaxBoxAccV2 of each g at its S-selected "
-            "epoch (max validation S among the epochs our guard allows; fallback: every "
-            "epoch degenerate); CAM with the same f. The oracle epoch is the best epoch on "
-            "test, a DIAGNOSTIC never used for selection; gap = its GT-known minus the "
-            "selected epoch's. Warnings: wsol.diagnostics on validation numbers.",
+            "epoch (max validation S among the epochs our guard allows, or with "
+            "selection.s_tolerance_se > 0 the latest later epoch within that many standard "
+            "errors of it; fallback: every epoch degenerate); max-S epoch: the paper's rule "
+            "on the same g, for comparison; CAM with the same f. The oracle epoch is the "
+            "best epoch on test, a DIAGNOSTIC never used for selection; gap = its GT-known "
+            "minus the selected epoch's. Warnings: wsol.diagnostics on validation numbers.",
             "",
             seed_table(rows),
             "",
@@ -632,7 +650,13 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
 
 
 #: The per-epoch validation numbers a record keeps (g's history has more: its losses).
-VALIDATION_KEYS = ("val_s_score", "val_box_fraction", "val_mask_mean", "val_gt_known_loc")
+VALIDATION_KEYS = (
+    "val_s_score",
+    "val_s_score_se",
+    "val_box_fraction",
+    "val_mask_mean",
+    "val_gt_known_loc",
+)
 
 
 def validation_curves(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

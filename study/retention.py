@@ -1,5 +1,7 @@
 """Which of a trial's checkpoints are kept: the best ``keep`` by the selection's own
-ordering (:func:`wsol.selection.epoch_rank`), plus what a resume needs.
+ordering (the epoch the trial last reported as selected, then
+:func:`wsol.selection.epoch_rank`: :func:`wsol.selection.ranked_epochs`), plus what a
+resume needs.
 
 Kept checkpoints are lean: once superseded, a kept folder loses its ``resume.pt``
 (optimizer state and tracked maps, about two thirds of its bytes) and holds g's weights
@@ -42,8 +44,20 @@ def kept_paths(
     checkpoints: Iterable[tuple[tune.Checkpoint, dict[str, Any]]], keep: int | None
 ) -> set[str]:
     """The paths of the ``keep`` best of ``checkpoints`` ((checkpoint, the result it was
-    reported with)) by :func:`wsol.selection.epoch_rank`; all of them for None."""
-    ranked = sorted(checkpoints, key=lambda item: epoch_rank(item[1]), reverse=True)
+    reported with)): the one of the epoch the latest result names ``selected_epoch``
+    first, then by :func:`wsol.selection.epoch_rank`; all of them for None.
+
+    The selected epoch comes from the trial's whole history (a tolerance's reference is
+    the max-S epoch, which need not be kept), never re-derived from the kept few."""
+    items = list(checkpoints)
+    if not items:
+        return set()
+    selected = max(items, key=lambda item: item[1]["epoch"])[1].get("selected_epoch")
+    ranked = sorted(
+        items,
+        key=lambda item: (item[1]["epoch"] == selected, epoch_rank(item[1])),
+        reverse=True,
+    )
     return {checkpoint.path for checkpoint, _ in ranked[:keep]}
 
 

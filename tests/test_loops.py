@@ -21,9 +21,18 @@ from wsol.selection import select_epoch
 
 # What g's validation reports, in order, per method: S-score first.
 VALIDATION_METRICS = {
-    1: ("val_s_score", "val_loss", "val_ce", "val_reg", "val_mask_mean", "val_box_fraction"),
+    1: (
+        "val_s_score",
+        "val_s_score_se",
+        "val_loss",
+        "val_ce",
+        "val_reg",
+        "val_mask_mean",
+        "val_box_fraction",
+    ),
     2: (
         "val_s_score",
+        "val_s_score_se",
         "val_loss",
         "val_inner",
         "val_outer",

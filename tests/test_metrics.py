@@ -9,6 +9,7 @@ from wsol.metrics import (
     LocalizationEvaluator,
     LocalizationRecord,
     PxAPEvaluator,
+    ValidationMapEvaluator,
     iou,
     iou_matrix,
     pxap,
@@ -266,3 +267,34 @@ def test_pxap_refuses_invalid_score_map() -> None:
 def test_pxap_refuses_sequences_of_different_length() -> None:
     with pytest.raises(ValueError, match="length"):
         pxap([np.zeros((4, 4))], [_MASK_4X4, _MASK_4X4])
+
+
+# ---------------------------------------------------------------- validation S and its SE
+
+
+def two_blob_map() -> np.ndarray:
+    """Two equal, disjoint blobs: the largest contour holds half the mass (S = 0.5)."""
+    score_map = blob_map(16, 16, slice(1, 5), slice(1, 5))
+    score_map[10:14, 10:14] = 1.0
+    return score_map
+
+
+def test_validation_s_score_standard_error_of_one_and_two_blob_maps() -> None:
+    # S = 1, 0.5, 1, 0.5: mean 0.75, sample std 0.2887, SE = 0.2887 / 2.
+    evaluator = ValidationMapEvaluator(threshold=0.1)
+    one_blob = blob_map(16, 16, slice(4, 10), slice(4, 10))
+    for index, score_map in enumerate([one_blob, two_blob_map()] * 2):
+        evaluator.accumulate(score_map, str(index))
+    result = evaluator.compute()
+    assert result["s_score"] == pytest.approx(0.75)
+    assert result["s_score_se"] == pytest.approx(np.std([1, 0.5, 1, 0.5], ddof=1) / 2)
+
+
+def test_validation_s_score_standard_error_is_zero_for_equal_maps_and_one_map() -> None:
+    evaluator = ValidationMapEvaluator()
+    for index in range(3):
+        evaluator.accumulate(two_blob_map(), str(index))
+    assert evaluator.compute()["s_score_se"] == 0.0
+    single = ValidationMapEvaluator()
+    single.accumulate(two_blob_map(), "a")
+    assert single.compute()["s_score_se"] == 0.0

@@ -87,6 +87,7 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
         record = row["variants"][variant]
         assert sorted(record["curve"]) == ["1", "2"]  # every epoch scored on test
         assert record["oracle_gt_known"] == max(record["curve"].values())
+        assert record["max_s_gt_known"] == record["curve"][str(record["max_s_epoch"])]
         validation = record["validation"]  # every epoch's, for selection rules without test
         assert sorted(validation) == sorted(robustness.VALIDATION_KEYS)
         assert all(sorted(curve) == ["1", "2"] for curve in validation.values())

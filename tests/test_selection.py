@@ -81,3 +81,70 @@ def test_epochs_before_min_epoch_are_warm_up_not_degenerate() -> None:
 def test_min_epoch_after_the_last_epoch_is_refused_naming_both_fields() -> None:
     with pytest.raises(ConfigError, match=r"selection.min_epoch=5.*mask.epochs=4"):
         config_from_dict({"mask": {"epochs": 4}, "selection": {"min_epoch": 5}})
+
+
+def tolerant(epoch: int, s: float, tolerance: float, excluded: str | None = None) -> dict:
+    return {**row(epoch, s, excluded), "selection_tolerance": tolerance}
+
+
+def test_tolerance_keeps_the_latest_later_epoch_within_it_of_the_max() -> None:
+    # S 0.941 at epoch 4, then 0.940 / 0.937 / 0.937 / 0.936: within 0.006 of it all.
+    scores = {4: 0.941, 5: 0.940, 6: 0.937, 7: 0.937, 8: 0.936}
+    selection = select_epoch([tolerant(e, s, 0.006) for e, s in scores.items()])
+    assert (selection.epoch, selection.s_score) == (8, 0.936)
+    assert (selection.max_s_epoch, selection.max_s_score) == (4, 0.941)
+    assert "latest within selection.s_tolerance_se" in selection.describe()
+    assert selection.to_dict()["max_s_epoch"] == 4
+
+
+def test_tolerance_stops_at_the_band_and_never_prefers_an_earlier_epoch() -> None:
+    history = [
+        tolerant(1, 0.935, 0.01),  # within the band, but before the max: not preferred
+        tolerant(2, 0.941, 0.01),
+        tolerant(3, 0.935, 0.01),
+        tolerant(4, 0.920, 0.01),  # below 0.941 - 0.01
+    ]
+    assert select_epoch(history).epoch == 3
+
+
+def test_tolerance_never_keeps_an_excluded_epoch_when_a_selectable_one_exists() -> None:
+    history = [tolerant(4, 0.94, 0.01), tolerant(5, 0.939, 0.01, "degenerate: ...")]
+    selection = select_epoch(history)
+    assert selection.epoch == 4 and selection.max_s_epoch == 4
+
+
+def test_zero_or_missing_tolerance_is_the_papers_max_s() -> None:
+    scores = [(1, 0.90), (2, 0.95), (3, 0.949)]
+    assert select_epoch([tolerant(e, s, 0.0) for e, s in scores]).epoch == 2
+    assert select_epoch([row(e, s) for e, s in scores]).epoch == 2
+
+
+def test_a_new_epoch_either_becomes_the_kept_one_or_leaves_it_unchanged() -> None:
+    # What lets checkpoint retention keep only the reported selection: over every prefix
+    # of many random histories, the kept epoch is the previous one or the newest.
+    import random
+
+    generator = random.Random(0)
+    for _ in range(300):
+        history: list[dict] = []
+        previous = None
+        for epoch in range(1, 11):
+            reason = "degenerate: x" if generator.random() < 0.2 else None
+            history.append(tolerant(epoch, generator.uniform(0.9, 0.95), 0.01, reason))
+            kept = select_epoch(history).epoch
+            assert kept in (previous, epoch)
+            previous = kept
+
+
+def test_ranked_epochs_puts_the_kept_epoch_first() -> None:
+    from wsol.selection import ranked_epochs
+
+    history = [tolerant(1, 0.94, 0.01), tolerant(2, 0.935, 0.01), tolerant(3, 0.90, 0.01)]
+    assert ranked_epochs(history) == [2, 1, 3]
+    assert ranked_epochs([]) == []
+
+
+def test_tolerance_is_validated_and_off_by_default() -> None:
+    assert SelectionConfig().s_tolerance_se == 0.0
+    with pytest.raises(ConfigError, match="s_tolerance_se"):
+        config_from_dict({"selection": {"s_tolerance_se": -1}})

@@ -320,6 +320,30 @@ def test_retention_keeps_what_select_epoch_selects(tmp_path: Path) -> None:
     assert selected == 1 and kept == [1, 3, 4]  # the selection, the previous latest, the latest
 
 
+def test_retention_keeps_the_tolerance_selection_after_the_max_s_epoch_is_dropped(
+    tmp_path: Path,
+) -> None:
+    # Epoch 1 holds the max S; epoch 2 is within the tolerance and kept instead; epoch 3
+    # is within 0.01 of epoch 2 but not of epoch 1. Re-deriving the selection from the
+    # kept checkpoints alone (2 and 3) would keep 3; the trial's whole history keeps 2.
+    rows = [
+        {**_row(1, 0.941), "selection_tolerance": 0.01},
+        {**_row(2, 0.932), "selection_tolerance": 0.01},
+        {**_row(3, 0.925), "selection_tolerance": 0.01},
+        {**_row(4, 0.80), "selection_tolerance": 0.01},
+    ]
+    retention = CheckpointRetention(keep=1, grace_s=0.0)
+    trial = _FakeTrial()
+    for index, row in enumerate(rows):
+        path = tmp_path / f"checkpoint_{row['epoch']}"
+        path.mkdir()
+        trial.last_result = {**row, "selected_epoch": select_epoch(rows[: index + 1]).epoch}
+        retention.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(path)))
+    assert select_epoch(rows).epoch == 2
+    kept = sorted(int(p.name.split("_")[1]) for p in tmp_path.iterdir())
+    assert kept == [2, 3, 4]  # the selection, the previous latest, the latest
+
+
 def test_retention_deletes_a_superseded_checkpoint_only_after_the_grace_period(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -333,6 +333,16 @@ class SelectionConfig(StrictModel):
         "large blob scores a high S; epochs before this one are excluded as warm-up (they do "
         "not count as degenerate for early termination). Must not exceed mask.epochs.",
     )
+    s_tolerance_se: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Ours, not the paper's (0: the epoch of maximal S, as in the paper): "
+        "keep the latest epoch after the max-S one whose S is within this many standard "
+        "errors (of the max-S epoch's mean S over the validation images) of the maximum. "
+        "S differences below their standard error are not evidence that an epoch is better; "
+        "among such epochs the later one has trained longer. Only selectable epochs qualify.",
+    )
     num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
 
 

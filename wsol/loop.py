@@ -277,7 +277,8 @@ def validate_mask_generator(
     """One pass of g over the validation split (centre crops), under ``runtime``.
 
     Returns (metrics, maps of the first ``selection.num_visualized`` images as uint8,
-    their predicted boxes). Metrics: ``val_s_score`` (mean Eq. 6), the method's loss
+    their predicted boxes). Metrics: ``val_s_score`` (mean Eq. 6) and
+    ``val_s_score_se`` (its standard error over the images), the method's loss
     terms (``val_loss`` first), ``val_mask_mean``, ``val_box_fraction`` (mean inclusive
     box area / image area) and, over the images with boxes, ``val_gt_known_loc`` (%
     IoU >= 0.5; the validation split is carved from train, whose boxes datasets ship).
@@ -311,6 +312,7 @@ def validate_mask_generator(
     scores = evaluator.compute()
     metrics = {
         "val_s_score": scores["s_score"],
+        "val_s_score_se": scores["s_score_se"],
         **losses.metrics(evaluator.count),
         "val_mask_mean": scores["mask_mean"],
         "val_box_fraction": scores["box_fraction"],
@@ -433,7 +435,15 @@ def train_mask(
             "selection_score": selection_score(val_metrics["val_s_score"], reason is None),
             **{f"train_{key}": value / max(seen, 1) for key, value in totals.items()},
         }
-        history.append({"epoch": epoch, **metrics, "excluded_reason": reason})
+        history.append(
+            {
+                "epoch": epoch,
+                **metrics,
+                "excluded_reason": reason,
+                "selection_tolerance": config.selection.s_tolerance_se
+                * val_metrics["val_s_score_se"],
+            }
+        )
         visuals.append({"epoch": epoch, "maps": maps, "boxes": boxes})
         if on_epoch is not None:
             save = GCheckpointer(mask_generator, optimizer, epoch, config, history, visuals)

@@ -379,7 +379,14 @@ class _Method:
         """Every metric g's validation pass reports, in order (``val_outer`` needs
         validation triplets, ``val_gt_known_loc`` validation boxes)."""
         terms = tuple(f"val_{term}" for term in cls.g_terms)
-        return ("val_s_score", *terms, "val_mask_mean", "val_box_fraction", "val_gt_known_loc")
+        return (
+            "val_s_score",
+            "val_s_score_se",
+            *terms,
+            "val_mask_mean",
+            "val_box_fraction",
+            "val_gt_known_loc",
+        )
 
 
 class MethodI(_Method):

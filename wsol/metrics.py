@@ -12,6 +12,7 @@ image's ``accumulate``. All accuracies are percentages in [0, 100].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -291,6 +292,7 @@ class ValidationMapEvaluator:
         self._localization = LocalizationEvaluator({}, threshold=threshold)
         self._with_boxes: set[str] = set()
         self._sums = {"s_score": 0.0, "box_fraction": 0.0, "mask_mean": 0.0}
+        self._s_score_squares = 0.0
         self.count = 0
 
     def add_ground_truth(self, image_id: str, boxes: np.ndarray | Sequence[Box]) -> None:
@@ -302,6 +304,7 @@ class ValidationMapEvaluator:
         """Summarise one (H, W) map in [0, 1]; returns its box, S-score, box fraction, mean."""
         summary = summarize_map(score_map, self.threshold)
         self._sums["s_score"] += summary.s_score
+        self._s_score_squares += summary.s_score**2
         self._sums["box_fraction"] += summary.box_fraction
         self._sums["mask_mean"] += summary.mean_value
         if image_id in self._with_boxes:
@@ -311,8 +314,9 @@ class ValidationMapEvaluator:
 
     def compute(self) -> dict[str, float]:
         """Means over the accumulated maps: ``s_score`` in [0, 1], ``box_fraction`` in
-        (0, 1], ``mask_mean`` in [0, 1], ``count``; ``gt_known_loc`` (%) over the images
-        with boxes, when there were any.
+        (0, 1], ``mask_mean`` in [0, 1], ``count``; ``s_score_se``, the standard error of
+        the mean S (sample standard deviation over the maps / sqrt(count); 0.0 for one
+        map); ``gt_known_loc`` (%) over the images with boxes, when there were any.
 
         Raises:
             ValueError: if nothing was accumulated.
@@ -320,10 +324,23 @@ class ValidationMapEvaluator:
         if not self.count:
             raise ValueError("no score map was accumulated; nothing to compute")
         result = {name: total / self.count for name, total in self._sums.items()}
+        result["s_score_se"] = _standard_error(
+            self._sums["s_score"], self._s_score_squares, self.count
+        )
         if self._localization.records:
             result["gt_known_loc"] = self._localization.compute()["gt_known_loc"]
         result["count"] = float(self.count)
         return result
+
+
+def _standard_error(total: float, squares: float, count: int) -> float:
+    """Standard error of a mean from the sum and sum of squares of ``count`` values."""
+    if count < 2:
+        return 0.0
+    mean = total / count
+    # max(): rounding can take the difference a hair below zero for equal values.
+    variance = max(squares - count * mean * mean, 0.0) / (count - 1)
+    return math.sqrt(variance / count)
 
 
 def _check_mask(mask: np.ndarray, image_id: str) -> np.ndarray:

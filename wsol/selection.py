@@ -2,12 +2,18 @@
 
 The paper keeps the epoch of maximal mean validation S-score (Eq. 6). Our guard (not the
 paper's) makes degenerate epochs unselectable; when every epoch is degenerate the plain
-max-S epoch is kept and flagged. :func:`epoch_rank` is the ordering: :func:`select_epoch`
-takes its maximum, and checkpoint retention keeps a prefix of :func:`ranked_epochs`, so
-the two can never disagree.
+max-S epoch is kept and flagged. :func:`epoch_rank` is the ordering whose maximum is the
+max-S epoch. With a tolerance (``selection.s_tolerance_se`` > 0, ours) the kept epoch is
+the latest one after it whose S is within the tolerance of that maximum
+(:func:`select_epoch`). :func:`ranked_epochs` puts the kept epoch first, then the rest by
+:func:`epoch_rank`; checkpoint retention keeps the epoch the trial reports as selected
+plus a prefix of that ordering, so the two can never disagree.
 
 A history row, the same from the g loop to the manifest to the final evaluation, is
-``{"epoch": int, "val_s_score": float, ..., "excluded_reason": str | None}``.
+``{"epoch": int, "val_s_score": float, ..., "excluded_reason": str | None,
+"selection_tolerance": float}``; ``selection_tolerance`` (absolute S,
+``s_tolerance_se`` x that epoch's ``val_s_score_se``) may be absent (rows written before
+it existed): 0, the paper's rule.
 """
 
 from __future__ import annotations
@@ -74,8 +80,13 @@ def epoch_rank(row: HistoryRow) -> tuple[float, int]:
 
 
 def ranked_epochs(history: Sequence[HistoryRow]) -> list[int]:
-    """The epochs of ``history``, best first by :func:`epoch_rank`."""
-    return [row["epoch"] for row in sorted(history, key=epoch_rank, reverse=True)]
+    """The epochs of ``history``: :func:`select_epoch`'s first, then the rest best first
+    by :func:`epoch_rank`."""
+    if not history:
+        return []
+    selected = select_epoch(history).epoch
+    ranked = [row["epoch"] for row in sorted(history, key=epoch_rank, reverse=True)]
+    return [selected, *(epoch for epoch in ranked if epoch != selected)]
 
 
 def degenerate_streak(history: Sequence[HistoryRow]) -> int:
@@ -97,9 +108,16 @@ class Selection:
     s_score: float
     excluded: dict[int, str]
     fallback: bool  # every epoch was excluded: picked by plain max-S, flagged
+    max_s_epoch: int  # the epoch of maximal (guarded) S: ``epoch`` unless a tolerance moved it
+    max_s_score: float
 
     def describe(self) -> str:
         text = f"selected epoch {self.epoch} (validation S-score {self.s_score:.4f})"
+        if self.epoch != self.max_s_epoch:
+            text += (
+                f", the latest within selection.s_tolerance_se standard errors of epoch "
+                f"{self.max_s_epoch}'s maximal S {self.max_s_score:.4f}"
+            )
         if self.fallback:
             text += "; every epoch was degenerate, so this is plain max-S (guard could not apply)"
         elif self.excluded:
@@ -117,19 +135,42 @@ class Selection:
             "s_score": self.s_score,
             "fallback": self.fallback,
             "excluded": {str(k): v for k, v in sorted(self.excluded.items())},
+            "max_s_epoch": self.max_s_epoch,
+            "max_s_score": self.max_s_score,
         }
 
 
 def select_epoch(history: Sequence[HistoryRow]) -> Selection:
-    """The maximum of :func:`epoch_rank` over ``history``; if every epoch is excluded
-    this is plain max-S over all, flagged ``fallback``."""
+    """The epoch early stopping keeps.
+
+    The max-S epoch is the maximum of :func:`epoch_rank` (if every epoch is excluded this
+    is plain max-S over all, flagged ``fallback``). With that row's
+    ``selection_tolerance`` t > 0, the kept epoch is the latest later epoch with
+    S >= max S - t and the same standing (selectable, or excluded in a fallback);
+    otherwise the max-S epoch itself. A new epoch therefore either becomes the kept one
+    or leaves it unchanged, which is what lets retention keep just the reported one.
+    """
     if not history:
         raise ValueError("cannot select an epoch from an empty history")
     excluded = {row["epoch"]: row["excluded_reason"] for row in history if row["excluded_reason"]}
     best = max(history, key=epoch_rank)
+    kept = best
+    tolerance = float(best.get("selection_tolerance") or 0.0)
+    if tolerance > 0:
+        standing = bool(best["excluded_reason"])
+        within = [
+            row
+            for row in history
+            if row["epoch"] > best["epoch"]
+            and bool(row["excluded_reason"]) == standing
+            and row["val_s_score"] >= best["val_s_score"] - tolerance
+        ]
+        kept = max(within, key=lambda row: row["epoch"], default=best)
     return Selection(
-        epoch=best["epoch"],
-        s_score=best["val_s_score"],
+        epoch=kept["epoch"],
+        s_score=kept["val_s_score"],
         excluded=excluded,
         fallback=len(excluded) == len(history),
+        max_s_epoch=best["epoch"],
+        max_s_score=best["val_s_score"],
     )
