@@ -600,7 +600,7 @@ def curves_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         panel.set_xlabel("g epoch")
         panel.set_ylim(-2, 100)
         panel.grid(alpha=0.3)
-        panel.legend(fontsize=7, loc="lower right")
+        panel.legend(fontsize=7, loc="best")  # lower right hid late, low dots
     for panel in axes.flat[len(groups) :]:
         panel.axis("off")
     for panel in axes[:, 0]:
