@@ -1,7 +1,6 @@
 """Which of a trial's checkpoints are kept: the best ``keep`` by the selection's own
 ordering (the epoch the trial last reported as selected, then
-:func:`wsol.selection.epoch_rank`: :func:`wsol.selection.ranked_epochs`), plus what a
-resume needs.
+:func:`wsol.selection.epoch_rank`), plus what a resume needs.
 
 Kept checkpoints are lean: once superseded, a kept folder loses its ``resume.pt``
 (optimizer state and tracked maps, about two thirds of its bytes) and holds g's weights

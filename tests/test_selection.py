@@ -136,12 +136,11 @@ def test_a_new_epoch_either_becomes_the_kept_one_or_leaves_it_unchanged() -> Non
             previous = kept
 
 
-def test_ranked_epochs_puts_the_kept_epoch_first() -> None:
-    from wsol.selection import ranked_epochs
-
-    history = [tolerant(1, 0.94, 0.01), tolerant(2, 0.935, 0.01), tolerant(3, 0.90, 0.01)]
-    assert ranked_epochs(history) == [2, 1, 3]
-    assert ranked_epochs([]) == []
+def test_tolerance_does_not_apply_when_every_epoch_is_excluded() -> None:
+    # The fallback is plain max-S, as its description says.
+    history = [tolerant(1, 0.99, 0.05, "degenerate: a"), tolerant(2, 0.98, 0.05, "degenerate: b")]
+    selection = select_epoch(history)
+    assert selection.fallback and selection.epoch == selection.max_s_epoch == 1
 
 
 def test_tolerance_is_validated_and_off_by_default() -> None:

@@ -341,7 +341,8 @@ class SelectionConfig(StrictModel):
         "keep the latest epoch after the max-S one whose S is within this many standard "
         "errors (of the max-S epoch's mean S over the validation images) of the maximum. "
         "S differences below their standard error are not evidence that an epoch is better; "
-        "among such epochs the later one has trained longer. Only selectable epochs qualify.",
+        "among such epochs the later one has trained longer. Only selectable epochs qualify; "
+        "a fallback (every epoch excluded) stays plain max-S.",
     )
     num_visualized: int = Field(6, ge=0, le=32, description="Validation images tracked per epoch.")
 

@@ -4,10 +4,9 @@ The paper keeps the epoch of maximal mean validation S-score (Eq. 6). Our guard 
 paper's) makes degenerate epochs unselectable; when every epoch is degenerate the plain
 max-S epoch is kept and flagged. :func:`epoch_rank` is the ordering whose maximum is the
 max-S epoch. With a tolerance (``selection.s_tolerance_se`` > 0, ours) the kept epoch is
-the latest one after it whose S is within the tolerance of that maximum
-(:func:`select_epoch`). :func:`ranked_epochs` puts the kept epoch first, then the rest by
-:func:`epoch_rank`; checkpoint retention keeps the epoch the trial reports as selected
-plus a prefix of that ordering, so the two can never disagree.
+the latest selectable one after it whose S is within the tolerance of that maximum
+(:func:`select_epoch`). Checkpoint retention keeps the epoch the trial reports as
+selected, then others by :func:`epoch_rank`, so the two can never disagree.
 
 A history row, the same from the g loop to the manifest to the final evaluation, is
 ``{"epoch": int, "val_s_score": float, ..., "excluded_reason": str | None,
@@ -79,16 +78,6 @@ def epoch_rank(row: HistoryRow) -> tuple[float, int]:
     return (selection_score(row["val_s_score"], not row["excluded_reason"]), -row["epoch"])
 
 
-def ranked_epochs(history: Sequence[HistoryRow]) -> list[int]:
-    """The epochs of ``history``: :func:`select_epoch`'s first, then the rest best first
-    by :func:`epoch_rank`."""
-    if not history:
-        return []
-    selected = select_epoch(history).epoch
-    ranked = [row["epoch"] for row in sorted(history, key=epoch_rank, reverse=True)]
-    return [selected, *(epoch for epoch in ranked if epoch != selected)]
-
-
 def degenerate_streak(history: Sequence[HistoryRow]) -> int:
     """How many of the last epochs of ``history`` in a row the guard found degenerate
     (warm-up epochs, ``selection.min_epoch``, are not degenerate: they end a streak)."""
@@ -144,11 +133,11 @@ def select_epoch(history: Sequence[HistoryRow]) -> Selection:
     """The epoch early stopping keeps.
 
     The max-S epoch is the maximum of :func:`epoch_rank` (if every epoch is excluded this
-    is plain max-S over all, flagged ``fallback``). With that row's
-    ``selection_tolerance`` t > 0, the kept epoch is the latest later epoch with
-    S >= max S - t and the same standing (selectable, or excluded in a fallback);
-    otherwise the max-S epoch itself. A new epoch therefore either becomes the kept one
-    or leaves it unchanged, which is what lets retention keep just the reported one.
+    is plain max-S over all, flagged ``fallback``, and no tolerance applies). With that
+    row's ``selection_tolerance`` t > 0, the kept epoch is the latest later selectable
+    epoch with S >= max S - t; otherwise the max-S epoch itself. A new epoch therefore
+    either becomes the kept one or leaves it unchanged, which is what lets retention keep
+    just the reported one.
     """
     if not history:
         raise ValueError("cannot select an epoch from an empty history")
@@ -156,13 +145,12 @@ def select_epoch(history: Sequence[HistoryRow]) -> Selection:
     best = max(history, key=epoch_rank)
     kept = best
     tolerance = float(best.get("selection_tolerance") or 0.0)
-    if tolerance > 0:
-        standing = bool(best["excluded_reason"])
+    if tolerance > 0 and not best["excluded_reason"]:
         within = [
             row
             for row in history
             if row["epoch"] > best["epoch"]
-            and bool(row["excluded_reason"]) == standing
+            and not row["excluded_reason"]
             and row["val_s_score"] >= best["val_s_score"] - tolerance
         ]
         kept = max(within, key=lambda row: row["epoch"], default=best)
