@@ -3,6 +3,7 @@
     python benchmarks/robustness.py [--kinds stripes shapes ...] [--seeds 0 1 2]
                                     [--config configs/cpu_recipe.yaml] [--set KEY=VALUE ...]
                                     [--method2] [--out runs/bench-robustness] [--force]
+                                    [--classifier-cache DIR]
                                     [--smoke] [--no-progress]
 
 For every kind K (``wsol.data.synthetic.synthesize_cub(..., kind=K)``; dataset seed =
@@ -11,7 +12,9 @@ the run seed unless ``--data-seed``) and seed S, with ONE recipe config for all 
 ``base`` is used):
 
 1. f once (``wsol.loop.train_classifier``, ``seed`` and ``classifier.seed`` = S), shared by
-   full, no-reg and CAM.
+   full, no-reg and CAM, and kept in ``--classifier-cache`` (default <out>/classifiers)
+   under a digest of what its training reads (:func:`classifier_cache_path`): a rerun whose
+   data, seeds and classifier settings match (a g-only change, another --out) reuses it.
 2. g for Method I with the regularizer (full, ``mask.reg=true``) and without (no-reg),
    ``wsol.loop.train_mask``; each epoch's g is saved, and the epoch is selected by the
    validation S-score and our guard, as in every run. ``--method2`` adds the same two
@@ -54,6 +57,7 @@ from wsol.config import (
     ConfigError,
     RunConfig,
     apply_overrides,
+    classifier_key,
     config_from_dict,
     config_to_yaml,
     read_yaml_mapping,
@@ -224,6 +228,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data-seed", type=int, help="one dataset per kind with this seed (default: the run seed)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    parser.add_argument(
+        "--classifier-cache",
+        type=Path,
+        help="folder of trained f's, shared between --out folders: a unit whose data, seed "
+        "and classifier settings match a kept f reuses it (default <out>/classifiers)",
+    )
     parser.add_argument("--force", action="store_true", help="clear --out first (no reuse)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and epochs: plumbing only")
     parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bars")
@@ -275,6 +285,19 @@ def _with(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
     return config_from_dict(raw)
 
 
+def classifier_cache_path(
+    args: argparse.Namespace, kind: str, seed: int, config: RunConfig
+) -> Path:
+    """Where the unit's f is kept: ``<--classifier-cache>/<kind>-seed<S>-<key>.pt``, key =
+    :func:`wsol.config.classifier_key` (what f's training reads; g's and selection's
+    settings are not in it) of ``config`` with ``data.root`` shortened to the dataset's
+    folder name (its kind, seed and sizes), so another --out's copy of the same generated
+    set names the same f."""
+    cache = args.classifier_cache or args.out / "classifiers"
+    by_name = _with(config, [f"data.root={Path(config.data.root).name}"])
+    return cache / f"{kind}-seed{seed}-{classifier_key(by_name)}.pt"
+
+
 def run_unit(
     recipe: RunConfig,
     args: argparse.Namespace,
@@ -322,10 +345,15 @@ def run_unit(
             f"train loss={metrics['train_loss']:.3f}  ({time.perf_counter() - started:.0f}s)"
         )
 
-    log(f"  training f ({cfg.backbone}, {cfg.epochs} epochs)")
-    classifier, f_history = train_classifier(base, splits, on_f_epoch, progress=progress)
-    f_path = unit / "classifier.pt"
-    save_classifier(f_path, classifier, base, splits.class_names, f_history)
+    f_path = classifier_cache_path(args, kind, seed, base)
+    if f_path.is_file():
+        log(f"  reusing f from {f_path} (same data, seed and classifier settings)")
+        classifier, f_state = load_classifier(f_path, resolve_device(base.device))
+        f_history = f_state["history"]
+    else:
+        log(f"  training f ({cfg.backbone}, {cfg.epochs} epochs)")
+        classifier, f_history = train_classifier(base, splits, on_f_epoch, progress=progress)
+        save_classifier(f_path, classifier, base, splits.class_names, f_history)
     f_val_top1 = final_f_top1(f_history)
 
     trained: dict[str, dict[str, Any]] = {}

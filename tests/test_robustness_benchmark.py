@@ -72,6 +72,34 @@ def test_the_oracle_is_the_best_epoch_on_test_and_the_gap_is_measured_from_the_s
     assert robustness.oracle({1: 10.0, 2: 5.0}, 1)["gap"] == 0.0
 
 
+def test_f_is_shared_by_configs_that_differ_only_in_g_and_retrained_when_f_changes(
+    robustness, tmp_path: Path
+) -> None:
+    args = robustness.parse_args(["--out", str(tmp_path / "one")])
+    recipe = robustness.load_recipe(robustness.DEFAULT_CONFIG, [])
+    unit = robustness._with(recipe, ["data.root=runs/x/data/shapes-seed0-10x200+50-96px"])
+
+    def path(config, out: str = "one", cache: Path | None = None) -> Path:
+        args.out, args.classifier_cache = tmp_path / out, cache
+        return robustness.classifier_cache_path(args, "shapes", 0, config)
+
+    kept = path(unit)
+    assert kept.parent == tmp_path / "one" / "classifiers"
+    for g_only in (["mask.lam=2"], ["mask.reg=false"], ["selection.min_epoch=1"], ["seed=5"]):
+        assert path(robustness._with(unit, g_only)) == kept, g_only
+    # Another --out's copy of the same generated set, through a shared cache: the same f.
+    other_copy = robustness._with(unit, ["data.root=/elsewhere/shapes-seed0-10x200+50-96px"])
+    assert path(other_copy, "two", tmp_path / "cache").name == kept.name
+    for f_change in (
+        ["classifier.lr=1e-3"],
+        ["classifier.seed=1"],
+        ["data.resize=80"],
+        ["data.root=runs/x/data/shapes-seed1-10x200+50-96px"],
+        ["mask.method=2"],
+    ):
+        assert path(robustness._with(unit, f_change)).name != kept.name, f_change
+
+
 def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     robustness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -110,3 +138,14 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     capsys.readouterr()
     assert robustness.main(robustness.parse_args(argv)) == 0
     assert "reusing" in capsys.readouterr().out
+    # A g-only change in another --out trains g again on the kept f, not f.
+    other = tmp_path / "lam2"
+    argv_g = [a if a != str(out) else str(other) for a in argv]
+    argv_g += ["--classifier-cache", str(out / "classifiers"), "--set", "mask.lam=2"]
+    assert robustness.main(robustness.parse_args(argv_g)) == 0
+    printed = capsys.readouterr().out
+    assert "reusing f from" in printed and "training f" not in printed
+    assert "training g, full" in printed
+    (again,) = json.loads((other / "results.json").read_text())["rows"]
+    assert again["f_test_top1"] == row["f_test_top1"]
+    assert not (other / "classifiers").exists()
