@@ -3,28 +3,21 @@ Eq. 1, on hand-made costs, and the per-image costs of an (untrained) f on tiny d
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.run_configs import tiny_run_config
+from tests.scripts import load_benchmark
 from wsol.checkpoint import save_classifier
 from wsol.data import read_training_splits
 from wsol.methods import method_of
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "eq1_mask_costs.py"
-
 
 @pytest.fixture(scope="module")
 def costs_module():
-    spec = importlib.util.spec_from_file_location("eq1_mask_costs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("eq1_mask_costs")
 
 
 def test_the_empty_mask_is_cheaper_exactly_where_lambda_times_area_exceeds_the_ce_gap(

@@ -3,23 +3,17 @@ to end (tiny data, 1 f epoch, 2 g epochs) whose tables and records have every co
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "robustness.py"
+from tests.scripts import BENCHMARKS, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def robustness():
-    spec = importlib.util.spec_from_file_location("robustness_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("robustness")
 
 
 def _row(seed: int, f: float, full: float, no_reg: float, gap: float) -> dict:
@@ -105,7 +99,7 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
 ) -> None:
     out = tmp_path / "bench"
     argv = ["--smoke", "--kinds", "shapes", "--seeds", "0", "--out", str(out), "--no-progress"]
-    argv += ["--config", str(SCRIPT.parent.parent / "ablations" / "smoke.yaml")]
+    argv += ["--config", str(BENCHMARKS.parent / "ablations" / "smoke.yaml")]
     assert robustness.main(robustness.parse_args(argv)) == 0
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
