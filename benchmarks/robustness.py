@@ -171,6 +171,48 @@ def verdicts(
     return result
 
 
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rho of two equally long sequences (ties share their mean rank); None
+    for fewer than 3 pairs or a constant sequence."""
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} values against {len(ys)}")
+
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        result = [0.0] * len(values)
+        start = 0
+        while start < len(order):
+            end = start
+            while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+                end += 1
+            for position in range(start, end + 1):
+                result[order[position]] = (start + end) / 2
+            start = end + 1
+        return result
+
+    if len(xs) < 3:
+        return None
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    covariance = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    spread = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return covariance / spread if spread else None
+
+
+def s_tracks_localization(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """Does the S-score rank g's epochs as localization does? Spearman's rho of
+    ``val_s_score`` and ``val_gt_known_loc`` (validation boxes; never the test split) over
+    the selectable epochs (no ``excluded_reason``): near 1 when max-S picks the best
+    epoch on validation, negative when S prefers worse ones. None without validation
+    boxes or with fewer than 3 selectable epochs."""
+    rows = [row for row in history if not row.get("excluded_reason")]
+    if not all("val_gt_known_loc" in row for row in rows):
+        return None
+    return rank_correlation(
+        [row["val_s_score"] for row in rows], [row["val_gt_known_loc"] for row in rows]
+    )
+
+
 def oracle(curve: Mapping[int, float], selected_epoch: int) -> dict[str, Any]:
     """The best epoch on test (ties: the earliest) and its gap to ``selected_epoch``."""
     best = max(curve, key=lambda epoch: (curve[epoch], -epoch))
@@ -430,6 +472,7 @@ def run_unit(
             # The paper's rule on the same g: what selection.s_tolerance_se changed.
             "max_s_epoch": max_s_epoch,
             "max_s_gt_known": curve[max_s_epoch],
+            "s_rank_correlation": s_tracks_localization(info["history"]),
             **oracle(curve, selected),
             "curve": {str(epoch): value for epoch, value in sorted(curve.items())},
             "validation": validation_curves(info["history"]),
@@ -485,6 +528,7 @@ SEED_HEADER = [
     "oracle epoch (diagnostic)",
     "oracle GT-known (diagnostic)",
     "gap",
+    "rho(S, val GT-known)",
     "warnings (full)",
 ]
 
@@ -525,6 +569,7 @@ def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 full["oracle_epoch"],
                 _cell(full["oracle_gt_known"]),
                 _cell(full["gap"]),
+                _cell(full.get("s_rank_correlation"), 2),
                 ", ".join(flags) or "-",
             ]
         )
