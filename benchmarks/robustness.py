@@ -3,7 +3,7 @@
     python benchmarks/robustness.py [--kinds stripes shapes ...] [--seeds 0 1 2]
                                     [--config configs/cpu_recipe.yaml] [--set KEY=VALUE ...]
                                     [--method2] [--out runs/bench-robustness] [--force]
-                                    [--classifier-cache DIR]
+                                    [--classifier-cache DIR] [--report-only]
                                     [--smoke] [--no-progress]
 
 For every kind K (``wsol.data.synthetic.synthesize_cub(..., kind=K)``; dataset seed =
@@ -275,6 +275,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="folder of trained f's, shared between --out folders: a unit whose data, seed "
         "and classifier settings match a kept f reuses it (default <out>/classifiers)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: the tables over the units of --kinds x --seeds already in --out "
+        "(the missing ones are named)",
     )
     parser.add_argument("--force", action="store_true", help="clear --out first (no reuse)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and epochs: plumbing only")
@@ -743,8 +749,22 @@ def validation_curves(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     }
 
 
+def finished_units(
+    out: Path, units: Sequence[tuple[str, int, int]]
+) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """``units`` split into those with a result.json under ``out`` and those without."""
+    done = [
+        u
+        for u in units
+        if (out / "runs" / u[0] / f"seed{u[1]}" / f"method{u[2]}" / "result.json").is_file()
+    ]
+    return done, [u for u in units if u not in done]
+
+
 def main(args: argparse.Namespace) -> int:
     out: Path = args.out
+    if args.force and args.report_only:
+        raise SystemExit("--force would delete the records --report-only reports: pass one")
     if args.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -762,6 +782,12 @@ def main(args: argparse.Namespace) -> int:
     ]
     started = time.perf_counter()
     rows = []
+    if args.report_only:
+        units, missing = finished_units(out, units)
+        for kind, seed, method in missing:
+            log(f"not in {out}: kind={kind} seed={seed} Method {method} (left out of the tables)")
+        if not units:
+            raise SystemExit(f"no finished unit of the chosen kinds and seeds in {out}")
     for index, (kind, seed, method) in enumerate(units, start=1):
         elapsed = time.perf_counter() - started
         eta = (

@@ -168,3 +168,11 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     (again,) = json.loads((other / "results.json").read_text())["rows"]
     assert again["f_test_top1"] == row["f_test_top1"]
     assert not (other / "classifiers").exists()
+    # The tables over what has finished: seed 1 was never run, so it is named, not invented.
+    report = [*argv_g, "--report-only", "--seeds", "0", "1"]
+    assert robustness.main(robustness.parse_args(report)) == 0
+    printed = capsys.readouterr().out
+    assert "not in" in printed and "kind=shapes seed=1" in printed
+    assert "training" not in printed
+    (reported,) = json.loads((other / "results.json").read_text())["rows"]
+    assert reported == again
