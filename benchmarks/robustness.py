@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 # Run this checkout's code, whatever `wsol` the interpreter has installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -172,31 +174,13 @@ def verdicts(
 
 
 def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rho of two equally long sequences (ties share their mean rank); None
-    for fewer than 3 pairs or a constant sequence."""
+    """Spearman's rho of two equally long sequences (``scipy.stats.spearmanr``: ties share
+    their mean rank); None for fewer than 3 pairs or a constant sequence."""
     if len(xs) != len(ys):
         raise ValueError(f"{len(xs)} values against {len(ys)}")
-
-    def ranks(values: Sequence[float]) -> list[float]:
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        result = [0.0] * len(values)
-        start = 0
-        while start < len(order):
-            end = start
-            while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-                end += 1
-            for position in range(start, end + 1):
-                result[order[position]] = (start + end) / 2
-            start = end + 1
-        return result
-
-    if len(xs) < 3:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    covariance = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    spread = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return covariance / spread if spread else None
+    return float(spearmanr(xs, ys).statistic)
 
 
 def s_tracks_localization(history: Sequence[Mapping[str, Any]]) -> float | None:
@@ -333,6 +317,11 @@ def _with(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
     return config_from_dict(raw)
 
 
+def unit_folder(out: Path, kind: str, seed: int, method: int) -> Path:
+    """A kind x seed x method's folder: its result.json and g's kept weights."""
+    return out / "runs" / kind / f"seed{seed}" / f"method{method}"
+
+
 def classifier_cache_path(
     args: argparse.Namespace, kind: str, seed: int, config: RunConfig
 ) -> Path:
@@ -355,7 +344,7 @@ def run_unit(
     log: Log,
 ) -> dict[str, Any]:
     """f, each g variant, then the test split: one kind x seed x method's result row."""
-    unit = args.out / "runs" / kind / f"seed{seed}" / f"method{method}"
+    unit = unit_folder(args.out, kind, seed, method)
     root = _dataset(args, kind, seed, log)
     extra = args.method2_overrides if method == 2 else []
     base = _with(
@@ -753,11 +742,7 @@ def finished_units(
     out: Path, units: Sequence[tuple[str, int, int]]
 ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
     """``units`` split into those with a result.json under ``out`` and those without."""
-    done = [
-        u
-        for u in units
-        if (out / "runs" / u[0] / f"seed{u[1]}" / f"method{u[2]}" / "result.json").is_file()
-    ]
+    done = [unit for unit in units if (unit_folder(out, *unit) / "result.json").is_file()]
     return done, [u for u in units if u not in done]
 
 
