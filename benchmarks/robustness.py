@@ -47,8 +47,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import spearmanr
-
 # Run this checkout's code, whatever `wsol` the interpreter has installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,7 +64,7 @@ from wsol.config import (
 )
 from wsol.data import read_test_split, read_training_splits
 from wsol.data.synthetic import SYNTHETIC_KINDS, synthesize_cub
-from wsol.diagnostics import diagnose, final_f_top1
+from wsol.diagnostics import FLAGS, diagnose, final_f_top1, s_rank_correlation
 from wsol.evaluate import cam_maps, evaluate_maps, mask_generator_maps
 from wsol.loop import train_classifier, train_mask
 
@@ -171,30 +169,6 @@ def verdicts(
             summary["full_gt_known"]["std"], targets.method2_std
         )
     return result
-
-
-def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rho of two equally long sequences (``scipy.stats.spearmanr``: ties share
-    their mean rank); None for fewer than 3 pairs or a constant sequence."""
-    if len(xs) != len(ys):
-        raise ValueError(f"{len(xs)} values against {len(ys)}")
-    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return None
-    return float(spearmanr(xs, ys).statistic)
-
-
-def s_tracks_localization(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """Does the S-score rank g's epochs as localization does? Spearman's rho of
-    ``val_s_score`` and ``val_gt_known_loc`` (validation boxes; never the test split) over
-    the selectable epochs (no ``excluded_reason``): near 1 when max-S picks the best
-    epoch on validation, negative when S prefers worse ones. None without validation
-    boxes or with fewer than 3 selectable epochs."""
-    rows = [row for row in history if not row.get("excluded_reason")]
-    if not all("val_gt_known_loc" in row for row in rows):
-        return None
-    return rank_correlation(
-        [row["val_s_score"] for row in rows], [row["val_gt_known_loc"] for row in rows]
-    )
 
 
 def oracle(curve: Mapping[int, float], selected_epoch: int) -> dict[str, Any]:
@@ -467,7 +441,7 @@ def run_unit(
             # The paper's rule on the same g: what selection.s_tolerance_se changed.
             "max_s_epoch": max_s_epoch,
             "max_s_gt_known": curve[max_s_epoch],
-            "s_rank_correlation": s_tracks_localization(info["history"]),
+            "s_rank_correlation": s_rank_correlation(info["history"]),
             **oracle(curve, selected),
             "curve": {str(epoch): value for epoch, value in sorted(curve.items())},
             "validation": validation_curves(info["history"]),
@@ -524,6 +498,7 @@ SEED_HEADER = [
     "oracle GT-known (diagnostic)",
     "gap",
     "rho(S, val GT-known)",
+    "val gap",
     "warnings (full)",
 ]
 
@@ -541,11 +516,8 @@ def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for row in rows:
         variants = row["variants"]
         full, no_reg, cam = variants["full"], variants["no-reg"], variants.get("CAM", {})
-        flags = [
-            name
-            for name in ("f_weak", "all_degenerate", "boxes_cover_image")
-            if full.get("diagnostics", {}).get(name)
-        ]
+        diagnostics = full.get("diagnostics", {})
+        flags = [name for name in FLAGS if diagnostics.get(name)]
         epoch = str(full["selected_epoch"]) + (" (fallback)" if full.get("fallback") else "")
         lines.append(
             [
@@ -565,6 +537,7 @@ def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 _cell(full["oracle_gt_known"]),
                 _cell(full["gap"]),
                 _cell(full.get("s_rank_correlation"), 2),
+                _cell(diagnostics.get("validation_selection_gap")),
                 ", ".join(flags) or "-",
             ]
         )
@@ -701,7 +674,9 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
             "errors of it; fallback: every epoch degenerate); max-S epoch: the paper's rule "
             "on the same g, for comparison; CAM with the same f. The oracle epoch is the "
             "best epoch on test, a DIAGNOSTIC never used for selection; gap = its GT-known "
-            "minus the selected epoch's. Warnings: wsol.diagnostics on validation numbers.",
+            "minus the selected epoch's. rho(S, val GT-known) and val gap (the best selectable "
+            "epoch's validation GT-known minus the selected one's) read validation boxes only, "
+            "as do the warnings (wsol.diagnostics).",
             "",
             seed_table(rows),
             "",

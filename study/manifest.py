@@ -262,7 +262,10 @@ def format_diagnostics(summaries: list[TrialSummary]) -> list[str]:
             lines.append(f"  {summary.name}: {warning}")
             flagged = True
     if not flagged:
-        lines.append("  no trial with every epoch degenerate or boxes covering the image")
+        lines.append(
+            "  no trial with every epoch degenerate, boxes covering the image or a selection "
+            "that misses the validation boxes"
+        )
     return lines
 
 

@@ -9,6 +9,7 @@ from study.manifest import TrialSummary, format_diagnostics, trial_diagnostics
 from study.runner import _run_tags
 from wsol.diagnostics import (
     MAX_SELECTED_BOX_FRACTION,
+    MAX_VALIDATION_SELECTION_GAP,
     Diagnostics,
     all_epochs_degenerate,
     boxes_cover_image,
@@ -17,6 +18,10 @@ from wsol.diagnostics import (
     f_is_weak,
     f_weak_below,
     final_f_top1,
+    rank_correlation,
+    s_rank_correlation,
+    validation_best_epoch,
+    validation_selection_gap,
 )
 
 
@@ -27,6 +32,11 @@ def _row(epoch: int, box: float, excluded: str | None = None) -> dict:
         "val_box_fraction": box,
         "excluded_reason": excluded,
     }
+
+
+def _boxed(epoch: int, s_score: float, gt_known: float, excluded: str | None = None) -> dict:
+    """A history row of a run whose validation split has ground-truth boxes."""
+    return {**_row(epoch, 0.3, excluded), "val_s_score": s_score, "val_gt_known_loc": gt_known}
 
 
 @pytest.mark.parametrize(("classes", "threshold"), [(2, 75.0), (4, 62.5), (10, 55.0), (200, 50.25)])
@@ -76,12 +86,84 @@ def test_diagnose_flags_each_rule_warns_once_each_and_tags_every_flag() -> None:
         "diagnostic.f_weak": "true",
         "diagnostic.all_degenerate": "true",
         "diagnostic.boxes_cover_image": "true",
+        "diagnostic.selection_misses_boxes": "unknown",  # no validation boxes
         "diagnostic.f_val_top1": "40.00",
         "diagnostic.selected_box_fraction": "0.9000",
     }
     assert Diagnostics.from_dict(diagnostics.to_dict()) == diagnostics
     healthy = diagnose(95.0, 10, [_row(1, 0.3)], 1)
     assert not healthy.flagged and healthy.warnings() == [] and healthy.summary().endswith("OK")
+
+
+def test_rank_correlation_is_spearmans_rho_and_none_when_undefined() -> None:
+    assert rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)  # tie
+    assert rank_correlation([1, 2], [1, 2]) is None  # too few pairs
+    assert rank_correlation([1, 1, 1], [1, 2, 3]) is None  # constant
+    with pytest.raises(ValueError, match="3 values against 2"):
+        rank_correlation([1, 2, 3], [1, 2])
+
+
+def test_s_rank_correlation_reads_only_selectable_epochs_with_validation_boxes() -> None:
+    # S rises while the boxes get worse (a g shrinking to a part): rho -1. The warm-up
+    # epoch 1 (highest GT-known, lowest S) would change that and is left out.
+    history = [
+        _boxed(1, 0.80, 90.0, "warm-up"),
+        _boxed(2, 0.90, 70.0),
+        _boxed(3, 0.92, 60.0),
+        _boxed(4, 0.95, 50.0),
+    ]
+    assert s_rank_correlation(history) == pytest.approx(-1.0)
+    assert s_rank_correlation(history[:3]) is None  # 2 selectable epochs
+    assert s_rank_correlation([_row(epoch, 0.3) for epoch in (1, 2, 3)]) is None  # no boxes
+
+
+def test_validation_selection_gap_is_best_selectable_minus_selected_on_validation_boxes() -> None:
+    history = [
+        _boxed(1, 0.80, 95.0, "warm-up"),  # excluded: never the best
+        _boxed(2, 0.90, 72.0),
+        _boxed(3, 0.95, 60.0),
+        _boxed(4, 0.91, 72.0),
+    ]
+    assert validation_best_epoch(history) == 2  # ties: the earliest
+    assert validation_selection_gap(history, 3) == pytest.approx(12.0)
+    assert validation_selection_gap(history, 2) == 0.0
+    assert validation_selection_gap(history, 1) is None  # a fallback pick is not selectable
+    assert validation_selection_gap([_row(1, 0.3), _row(2, 0.4)], 2) is None  # no boxes
+
+
+def test_selection_misses_boxes_warns_above_five_points_and_tags_the_numbers() -> None:
+    assert MAX_VALIDATION_SELECTION_GAP == 5.0
+    history = [_boxed(4, 0.90, 80.0), _boxed(5, 0.93, 74.0), _boxed(6, 0.95, 66.0)]
+    missed = diagnose(95.0, 10, history, 6)  # max-S picks epoch 6: 14 points behind epoch 4
+    assert missed.selection_misses_boxes and missed.flagged
+    assert missed.validation_best_epoch == 4
+    assert missed.validation_selection_gap == pytest.approx(14.0)
+    assert missed.s_rank_correlation == pytest.approx(-1.0)
+    [warning] = missed.warnings()
+    assert "epoch 4 localizes 14.0 points better than the selected epoch 6" in warning
+    assert "rho -1.00" in warning
+    assert missed.summary().endswith("WARN: selection_misses_boxes")
+    tags = missed.tags()
+    assert tags["diagnostic.selection_misses_boxes"] == "true"
+    assert tags["diagnostic.validation_selection_gap"] == "14.00"
+    assert tags["diagnostic.s_rank_correlation"] == "-1.000"
+    assert Diagnostics.from_dict(missed.to_dict()) == missed
+    # 5 points exactly is within the tolerance; so is picking the best epoch itself.
+    at_bound = diagnose(95.0, 10, [_boxed(4, 0.9, 80.0), _boxed(5, 0.95, 75.0)], 5)
+    assert at_bound.validation_selection_gap == 5.0 and at_bound.selection_misses_boxes is False
+    assert not diagnose(95.0, 10, history, 4).flagged
+
+
+def test_a_diagnostics_record_written_before_the_fourth_flag_still_loads() -> None:
+    old = diagnose(95.0, 10, [_row(1, 0.3)], 1).to_dict()
+    for name in ("validation_best_epoch", "validation_selection_gap", "s_rank_correlation"):
+        old.pop(name)
+    old.pop("selection_misses_boxes")
+    loaded = Diagnostics.from_dict(old)
+    assert loaded.selection_misses_boxes is None and not loaded.flagged
 
 
 def test_unknown_inputs_give_unknown_flags_not_warnings() -> None:

@@ -66,30 +66,6 @@ def test_the_oracle_is_the_best_epoch_on_test_and_the_gap_is_measured_from_the_s
     assert robustness.oracle({1: 10.0, 2: 5.0}, 1)["gap"] == 0.0
 
 
-def test_rank_correlation_of_s_and_localization_reads_only_selectable_epochs(
-    robustness,
-) -> None:
-    rho = robustness.rank_correlation
-    assert rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert rho([1, 2, 3, 4], [9, 5, 2, 1]) == pytest.approx(-1.0)
-    assert rho([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)  # a tie
-    assert rho([1, 1, 1], [1, 2, 3]) is None and rho([1, 2], [2, 1]) is None
-    with pytest.raises(ValueError, match="3 values against 2"):
-        rho([1, 2, 3], [1, 2])
-
-    def epoch(number: int, s: float, gt_known: float, reason: str | None = None) -> dict:
-        row = {"epoch": number, "val_s_score": s, "val_gt_known_loc": gt_known}
-        return {**row, "excluded_reason": reason}
-
-    # S falls while localization improves over epochs 2-4: rho -1. Epoch 1 (a warm-up
-    # epoch with the highest S and the worst boxes) is not selectable, so not counted.
-    history = [epoch(1, 0.99, 0.0, "warm-up"), epoch(2, 0.9, 40), epoch(3, 0.8, 50)]
-    history.append(epoch(4, 0.7, 60))
-    assert robustness.s_tracks_localization(history) == pytest.approx(-1.0)
-    assert robustness.s_tracks_localization([*history, epoch(5, 0.95, 70)]) == pytest.approx(0.2)
-    assert robustness.s_tracks_localization([{"epoch": 1, "val_s_score": 0.5}]) is None
-
-
 def test_f_is_shared_by_configs_that_differ_only_in_g_and_retrained_when_f_changes(
     robustness, tmp_path: Path
 ) -> None:
