@@ -111,6 +111,18 @@ class Targets:
 TARGETS = Targets()
 
 
+def at_validation_best_epoch(variant: Mapping[str, Any]) -> tuple[int, float] | None:
+    """The epoch whose validation GT-known is highest among the selectable ones (chosen on
+    validation boxes, ``wsol.diagnostics.validation_best_epoch``) and its test GT-known:
+    what selecting on validation boxes instead of S would have kept. Not the paper's rule
+    and not a selection the trainer makes; None without validation boxes or a selectable
+    epoch."""
+    epoch = variant.get("diagnostics", {}).get("validation_best_epoch")
+    if epoch is None or str(epoch) not in variant.get("curve", {}):
+        return None
+    return int(epoch), float(variant["curve"][str(epoch)])
+
+
 def kind_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean / min / max / std over the seeds of ``rows`` (one kind and method; the row
     schema of ``result.json``). The std is the sample std (0 for one seed)."""
@@ -130,12 +142,14 @@ def kind_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
 
     f_top1 = [float(row["f_test_top1"]) for row in rows if row.get("f_test_top1") is not None]
+    at_val_best = [at_validation_best_epoch(row["variants"]["full"]) for row in rows]
     return {
         "seeds": [row["seed"] for row in rows],
         "f_test_top1": stats(f_top1),
         "full_gt_known": stats(values("full", "gt_known_loc")),
         "full_maxboxacc_v2": stats(values("full", "maxboxacc_v2")),
         "full_max_s_gt_known": stats(values("full", "max_s_gt_known")),
+        "full_val_box_gt_known": stats([pick[1] for pick in at_val_best if pick is not None]),
         "no_reg_gt_known": stats(values("no-reg", "gt_known_loc")),
         "cam_gt_known": stats(values("CAM", "gt_known_loc")),
         "gap": stats(values("full", "gap")),
@@ -256,32 +270,40 @@ def load_recipe(path: Path, overrides: Sequence[str]) -> RunConfig:
     return config_from_dict(apply_overrides(raw, list(overrides), str(path)), str(path))
 
 
-def _dataset(args: argparse.Namespace, kind: str, seed: int, log: Log) -> Path:
-    """The dataset of ``kind`` for run seed ``seed`` under <out>/data, written if missing;
-    its folder name holds its seed and sizes, so other sizes never reuse it."""
+def dataset_root(args: argparse.Namespace, kind: str, seed: int) -> Path:
+    """Where the dataset of ``kind`` for run seed ``seed`` lives under <out>/data; its
+    folder name holds its seed and sizes, so other sizes never reuse it."""
     data_seed = seed if args.data_seed is None else args.data_seed
-    sizes = (
-        SMOKE_DATA
-        if args.smoke
-        else {
-            "num_classes": args.classes,
-            "train_per_class": args.train_per_class,
-            "test_per_class": args.test_per_class,
-            "image_size": args.size,
-        }
-    )
+    sizes = SMOKE_DATA if args.smoke else _sizes(args)
     name = (
         f"{kind}-seed{data_seed}-{sizes['num_classes']}x{sizes['train_per_class']}"
         f"+{sizes['test_per_class']}-{sizes['image_size']}px"
     )
-    root = args.out / "data" / name
+    return args.out / "data" / name
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    return {
+        "num_classes": args.classes,
+        "train_per_class": args.train_per_class,
+        "test_per_class": args.test_per_class,
+        "image_size": args.size,
+    }
+
+
+def _write_dataset(args: argparse.Namespace, kind: str, seed: int, log: Log) -> Path:
+    """:func:`dataset_root`, written first if missing (complete or not at all)."""
+    root = dataset_root(args, kind, seed)
     if (root / "images.txt").is_file():
         return root
+    data_seed = seed if args.data_seed is None else args.data_seed
     log(f"writing the {kind} dataset (seed {data_seed}) to {root}")
     partial = root.with_name(root.name + ".partial")  # renamed once complete
     if partial.exists():
         shutil.rmtree(partial)
-    synthesize_cub(partial, seed=data_seed, kind=kind, **sizes)
+    synthesize_cub(
+        partial, seed=data_seed, kind=kind, **(SMOKE_DATA if args.smoke else _sizes(args))
+    )
     partial.rename(root)
     return root
 
@@ -319,7 +341,7 @@ def run_unit(
 ) -> dict[str, Any]:
     """f, each g variant, then the test split: one kind x seed x method's result row."""
     unit = unit_folder(args.out, kind, seed, method)
-    root = _dataset(args, kind, seed, log)
+    root = dataset_root(args, kind, seed)
     extra = args.method2_overrides if method == 2 else []
     base = _with(
         recipe,
@@ -341,6 +363,7 @@ def run_unit(
         raise ConfigError(
             f"{record_path} was measured with another config; pass --force or choose --out"
         )
+    _write_dataset(args, kind, seed, log)
     if unit.exists():
         shutil.rmtree(unit)  # an unfinished unit: start it over
     unit.mkdir(parents=True)
@@ -499,6 +522,7 @@ SEED_HEADER = [
     "gap",
     "rho(S, val GT-known)",
     "val gap",
+    "val-box epoch / GT-known",
     "warnings (full)",
 ]
 
@@ -508,6 +532,11 @@ def _max_s_cell(record: Mapping[str, Any]) -> str:
     if record.get("max_s_epoch") is None:
         return "-"
     return f"{record['max_s_epoch']} / {_cell(record['max_s_gt_known'])}"
+
+
+def _val_box_cell(variant: Mapping[str, Any]) -> str:
+    pick = at_validation_best_epoch(variant)
+    return "-" if pick is None else f"{pick[0]} / {_cell(pick[1])}"
 
 
 def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -538,6 +567,7 @@ def seed_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 _cell(full["gap"]),
                 _cell(full.get("s_rank_correlation"), 2),
                 _cell(diagnostics.get("validation_selection_gap")),
+                _val_box_cell(full),
                 ", ".join(flags) or "-",
             ]
         )
@@ -569,6 +599,7 @@ def summary_table(kind_summaries: Sequence[Mapping[str, Any]]) -> str:
         "full GT-known mean / min",
         "full std",
         "full at max-S epoch mean",
+        "full at val-box epoch mean",
         "no-reg GT-known mean / max",
         "CAM GT-known mean",
         "gap mean",
@@ -585,6 +616,7 @@ def summary_table(kind_summaries: Sequence[Mapping[str, Any]]) -> str:
                 f"{_cell(s['full_gt_known']['mean'])} / {_cell(s['full_gt_known']['min'])}",
                 _cell(s["full_gt_known"]["std"]),
                 _cell(s["full_max_s_gt_known"]["mean"]),
+                _cell(s["full_val_box_gt_known"]["mean"]),
                 f"{_cell(s['no_reg_gt_known']['mean'])} / {_cell(s['no_reg_gt_known']['max'])}",
                 _cell(s["cam_gt_known"]["mean"]),
                 _cell(s["gap"]["mean"]),
@@ -676,7 +708,9 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
             "best epoch on test, a DIAGNOSTIC never used for selection; gap = its GT-known "
             "minus the selected epoch's. rho(S, val GT-known) and val gap (the best selectable "
             "epoch's validation GT-known minus the selected one's) read validation boxes only, "
-            "as do the warnings (wsol.diagnostics).",
+            "as do the warnings (wsol.diagnostics); val-box epoch: that best epoch on "
+            "validation boxes and its test GT-known, what selecting on validation boxes "
+            "instead of S would keep (not the paper's rule; the trainer does not use it).",
             "",
             seed_table(rows),
             "",

@@ -4,6 +4,7 @@ to end (tiny data, 1 f epoch, 2 g epochs) whose tables and records have every co
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,10 +146,13 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     assert again["f_test_top1"] == row["f_test_top1"]
     assert not (other / "classifiers").exists()
     # The tables over what has finished: seed 1 was never run, so it is named, not invented.
+    # Reporting reads the records only: no dataset is written (the finished unit's is gone).
+    shutil.rmtree(other / "data")
     report = [*argv_g, "--report-only", "--seeds", "0", "1"]
     assert robustness.main(robustness.parse_args(report)) == 0
     printed = capsys.readouterr().out
     assert "not in" in printed and "kind=shapes seed=1" in printed
-    assert "training" not in printed
+    assert "training" not in printed and "writing the" not in printed
+    assert not (other / "data").exists()
     (reported,) = json.loads((other / "results.json").read_text())["rows"]
     assert reported == again
