@@ -217,7 +217,7 @@ class Diagnostics:
                 f"{self.selected_epoch} (GT-known; warned above "
                 f"{MAX_VALIDATION_SELECTION_GAP:g}); S against validation GT-known over the "
                 f"selectable epochs: rho {rho}. The S-score is not finding g's best-localizing "
-                "epoch: look at weight_maps.png before trusting the selected boxes"
+                "epoch: look at g's weight maps over the epochs before trusting the selected boxes"
             )
         return lines
 
