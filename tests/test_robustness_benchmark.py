@@ -134,17 +134,31 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     capsys.readouterr()
     assert robustness.main(robustness.parse_args(argv)) == 0
     assert "reusing" in capsys.readouterr().out
-    # A g-only change in another --out trains g again on the kept f, not f.
+    # A g-only change in another --out trains g again on the kept f, not f; with
+    # --variants full, full only, and the tables say no-reg was not run instead of judging it.
     other = tmp_path / "lam2"
     argv_g = [a if a != str(out) else str(other) for a in argv]
     argv_g += ["--classifier-cache", str(out / "classifiers"), "--set", "mask.lam=2"]
+    argv_g += ["--variants", "full"]
     assert robustness.main(robustness.parse_args(argv_g)) == 0
     printed = capsys.readouterr().out
     assert "reusing f from" in printed and "training f" not in printed
-    assert "training g, full" in printed
-    (again,) = json.loads((other / "results.json").read_text())["rows"]
+    assert "training g, full" in printed and "training g, no-reg" not in printed
+    results_g = json.loads((other / "results.json").read_text())
+    (again,) = results_g["rows"]
     assert again["f_test_top1"] == row["f_test_top1"]
+    assert set(again["variants"]) == {"full", "CAM"}
+    assert "no-reg <= 10" not in results_g["summaries"][0]["verdicts"]
+    assert "Not run, so not judged: no-reg (shapes, Method I)" in (other / "results.md").read_text()
     assert not (other / "classifiers").exists()
+    # A record without no-reg is not reused for a run that asks for it; one with both is
+    # reused for a run that asks for full only.
+    with pytest.raises(robustness.ConfigError, match="has no no-reg"):
+        robustness.main(robustness.parse_args(argv_g[:-2]))
+    assert robustness.main(robustness.parse_args([*argv, "--variants", "full"])) == 0
+    assert "reusing" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        robustness.parse_args([*argv, "--variants", "no-reg"])
     # The tables over what has finished: seed 1 was never run, so it is named, not invented.
     # Reporting reads the records only: no dataset is written (the finished unit's is gone).
     shutil.rmtree(other / "data")
