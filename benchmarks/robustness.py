@@ -729,7 +729,9 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
         for name in VARIANTS
         if name not in s.get("variants", VARIANTS)
     ]
-    verdict = ("Where the recipe fails: " + "; ".join(failing)) if failing else "Every target met."
+    verdict = (
+        ("Where the recipe fails: " + "; ".join(failing) + ".") if failing else "Every target met."
+    )
     if not_run:
         verdict += " Not run, so not judged: " + "; ".join(not_run) + "."
     return "\n".join(
