@@ -733,7 +733,7 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
         ("Where the recipe fails: " + "; ".join(failing) + ".") if failing else "Every target met."
     )
     if not_run:
-        verdict += " Not run, so not judged: " + "; ".join(not_run) + "."
+        verdict += " Not run on every seed, so not judged: " + "; ".join(not_run) + "."
     return "\n".join(
         [
             "# Robustness: one recipe on every synthetic kind and seed"
