@@ -2,7 +2,7 @@
 
     python benchmarks/robustness.py [--kinds stripes shapes ...] [--seeds 0 1 2]
                                     [--config configs/cpu_recipe.yaml] [--set KEY=VALUE ...]
-                                    [--method2] [--variants full [no-reg]]
+                                    [--methods 1 [2] | --method2] [--variants full [no-reg]]
                                     [--out runs/bench-robustness] [--force]
                                     [--classifier-cache DIR] [--report-only]
                                     [--smoke] [--no-progress]
@@ -18,8 +18,9 @@ the run seed unless ``--data-seed``) and seed S, with ONE recipe config for all 
    data, seeds and classifier settings match (a g-only change, another --out) reuses it.
 2. g for Method I with the regularizer (full, ``mask.reg=true``) and without (no-reg),
    ``wsol.loop.train_mask``; each epoch's g is saved, and the epoch is selected by the
-   validation S-score and our guard, as in every run. ``--method2`` adds the same two
-   rows for Method II (``mask.method=2``, its own embedding f; no CAM). ``--variants
+   validation S-score and our guard, as in every run. ``--method2`` (``--methods 1 2``) adds the
+   same two rows for Method II (``mask.method=2``, its own embedding f; no CAM);
+   ``--methods 2`` runs Method II alone. ``--variants
    full`` trains full only (half g's time, for g-side probes); the tables then say
    no-reg was not run instead of judging it.
 3. The final step, and the only reader of the test split: every saved epoch of each g
@@ -232,7 +233,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="config override for every run (repeatable)",
     )
     parser.add_argument(
-        "--method2", action="store_true", help="add Method II's full and no-reg rows"
+        "--methods",
+        type=int,
+        nargs="+",
+        choices=[1, 2],
+        default=[1],
+        help="the methods to run (default 1); 2: Method II's rows, with its own f",
+    )
+    parser.add_argument(
+        "--method2",
+        dest="methods",
+        action="store_const",
+        const=[1, 2],
+        help="the same as --methods 1 2",
     )
     parser.add_argument(
         "--method2-set",
@@ -809,7 +822,7 @@ def main(args: argparse.Namespace) -> int:
 
     overrides = [*(SMOKE_OVERRIDES if args.smoke else []), *args.overrides]
     recipe = load_recipe(args.config, overrides)
-    methods = [1, 2] if args.method2 else [1]
+    methods = sorted(set(args.methods))
     units = [
         (kind, seed, method) for method in methods for kind in args.kinds for seed in args.seeds
     ]

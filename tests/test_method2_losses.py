@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from wsol.losses import euclidean_distance, method2_loss, triplet_loss, triplet_losses
+from wsol.losses import (
+    batch_hard_triplet_loss,
+    euclidean_distance,
+    method2_loss,
+    triplet_loss,
+    triplet_losses,
+)
 
 
 def test_eq2_is_the_hinge_of_the_distance_gap_plus_the_margin() -> None:
@@ -32,6 +38,52 @@ def test_distance_is_euclidean_and_has_a_finite_gradient_at_zero() -> None:
     same.sum().backward()
     assert same.item() == pytest.approx(0.0, abs=1e-5)
     assert torch.isfinite(x.grad).all()
+
+
+# Points on a line, two classes: class 0 at 0, 1, 3; class 1 at 4, 10.
+LINE = torch.tensor([[0.0], [1.0], [3.0], [4.0], [10.0]])
+LINE_LABELS = torch.tensor([0, 0, 0, 1, 1])
+
+
+def test_batch_hard_takes_each_anchors_farthest_positive_and_nearest_negative() -> None:
+    # Anchor 0: positives at 1, 3 -> 3; negatives at 4, 10 -> 4: max(3 - 4 + 1, 0) = 0.
+    # Anchor 1: positives 1, 2 -> 2; negative 3: 2 - 3 + 1 = 0.
+    # Anchor 3: positives 3, 2 -> 3; negative 1: 3 - 1 + 1 = 3.
+    # Anchor 4: positive 6; negative 1: 6 - 1 + 1 = 6.  Anchor 10: positive 6; negative 7: 0.
+    loss = batch_hard_triplet_loss(LINE, LINE_LABELS, 1.0)
+    assert loss.item() == pytest.approx((0 + 0 + 3 + 6 + 0) / 5)
+    # Margin 2: 1, 1, 4, 7, 1.
+    assert batch_hard_triplet_loss(LINE, LINE_LABELS, 2.0).item() == pytest.approx(14 / 5)
+
+
+def test_batch_hard_leaves_out_anchors_without_a_positive() -> None:
+    # Class 2 (the point at 20) is alone in the batch: it has no triplet and is no anchor,
+    # but it is a negative of the others (farther than every nearest negative above).
+    points = torch.cat([LINE, torch.tensor([[20.0]])])
+    labels = torch.cat([LINE_LABELS, torch.tensor([2])])
+    assert batch_hard_triplet_loss(points, labels, 1.0).item() == pytest.approx(9 / 5)
+
+
+def test_batch_hard_gradient_is_finite_and_pulls_the_hardest_pair() -> None:
+    points = LINE.clone().requires_grad_(True)
+    batch_hard_triplet_loss(points, LINE_LABELS, 1.0).backward()
+    assert torch.isfinite(points.grad).all()
+    # Anchor 4 (index 3) is pulled toward its positive at 10 and pushed from 3 (index 2):
+    # both terms move it to larger x, so its gradient is negative.
+    assert points.grad[3, 0] < 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"), [([0, 0, 0], "no anchor"), ([0, 1, 2], "no anchor")]
+)
+def test_batch_hard_refuses_a_batch_without_any_triplet(labels: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        batch_hard_triplet_loss(torch.randn(3, 2), torch.tensor(labels), 1.0)
+
+
+def test_batch_hard_checks_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        batch_hard_triplet_loss(torch.randn(4), torch.tensor([0, 0, 1, 1]), 1.0)
 
 
 class FirstChannelPixels(nn.Module):

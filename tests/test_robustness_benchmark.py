@@ -171,3 +171,25 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     assert not (other / "data").exists()
     (reported,) = json.loads((other / "results.json").read_text())["rows"]
     assert reported == again
+
+
+def test_methods_2_runs_method_ii_alone_and_method2_adds_it_to_method_i(
+    robustness, tmp_path: Path
+) -> None:
+    base = ["--smoke", "--kinds", "shapes", "--seeds", "0", "--out", str(tmp_path / "m2")]
+    assert robustness.parse_args(base).methods == [1]
+    assert robustness.parse_args([*base, "--method2"]).methods == [1, 2]
+    assert robustness.parse_args([*base, "--methods", "2"]).methods == [2]
+    with pytest.raises(SystemExit):
+        robustness.parse_args([*base, "--methods", "3"])
+    argv = [*base, "--methods", "2", "--variants", "full", "--no-progress"]
+    for override in (
+        "classifier.triplet_sampling=batch_hard",
+        "classifier.batch_size=8",
+        "classifier.embedding_batchnorm=true",
+    ):
+        argv += ["--method2-set", override]
+    assert robustness.main(robustness.parse_args(argv)) == 0
+    (row,) = json.loads((tmp_path / "m2" / "results.json").read_text())["rows"]
+    assert row["method"] == 2 and set(row["variants"]) == {"full"}  # no CAM for Method II
+    assert not (tmp_path / "m2" / "runs/shapes/seed0/method1").exists()

@@ -1,5 +1,7 @@
-"""The triplet sampler of Method II: positives share the anchor's class, negatives do not,
-seeded, and classes of one image are never anchors."""
+"""The triplet samplers of Method II: positives share the anchor's class, negatives do not,
+seeded, and classes of one image are never anchors; the class-balanced batches of
+``batch_hard`` hold P classes x K images, cover each class before repeating it, and
+reproduce per (seed, epoch)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from wsol.data import WsolDataset, build_transform, read_training_splits
-from wsol.triplets import TripletDataset, TripletSampler, collate_triplets
+from wsol.triplets import ClassBalancedBatches, TripletDataset, TripletSampler, collate_triplets
 
 LABELS = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]  # class 3 has a single image
 
@@ -83,3 +85,70 @@ def test_triplet_dataset_batches_the_three_roles(synthetic_root) -> None:
         assert torch.equal(batch[role]["label"], expected)
     assert torch.equal(batch["anchor"]["label"], batch["positive"]["label"])
     assert not (batch["anchor"]["label"] == batch["negative"]["label"]).any()
+
+
+# Classes of 12, 6 and 3 images and one singleton (class 3, index 21).
+BALANCED_LABELS = [0] * 12 + [1] * 6 + [2] * 3 + [3]
+
+
+def test_class_balanced_batches_hold_p_distinct_classes_of_k_images() -> None:
+    sampler = ClassBalancedBatches(BALANCED_LABELS, classes_per_batch=2, images_per_class=3)
+    labels = np.asarray(BALANCED_LABELS)
+    assert len(sampler) == len(BALANCED_LABELS) // 6 == 3
+    for epoch in range(30):
+        batches = sampler.batches(epoch)
+        assert len(batches) == len(sampler)
+        for batch in batches:
+            groups = labels[batch].reshape(2, 3)
+            assert (groups == groups[:, :1]).all()  # K images of one class, class by class
+            assert groups[0, 0] != groups[1, 0]
+
+
+def test_class_balanced_batches_never_draw_a_class_of_one_image() -> None:
+    sampler = ClassBalancedBatches(BALANCED_LABELS, 2, 3)
+    assert sampler.singleton_classes == [3]
+    drawn = np.concatenate([b for epoch in range(50) for b in sampler.batches(epoch)])
+    assert 21 not in drawn
+
+
+def test_a_class_hands_out_every_image_before_repeating_one() -> None:
+    # Class 0 is drawn often: its first 12 draws within an epoch are its 12 images.
+    sampler = ClassBalancedBatches([0] * 12 + [1] * 12, 2, 4, seed=3)
+    draws = [i for batch in sampler.batches(0) for i in batch.tolist() if i < 12]
+    assert len(draws) == 12 and sorted(draws) == list(range(12))
+
+
+def test_classes_are_drawn_in_proportion_to_their_size() -> None:
+    sampler = ClassBalancedBatches([0] * 40 + [1] * 10 + [2] * 10, 2, 2, seed=0)
+    labels = np.asarray([0] * 40 + [1] * 10 + [2] * 10)
+    drawn = labels[np.concatenate([b for e in range(200) for b in sampler.batches(e)])]
+    share = (drawn == 0).mean()
+    # Without replacement among 2 of 3 classes, class 0 (2/3 of the images) is in nearly
+    # every batch: far above the 1/3 a uniform class draw would give.
+    assert share > 0.45
+
+
+def test_class_balanced_batches_reproduce_per_seed_and_epoch() -> None:
+    first = ClassBalancedBatches(BALANCED_LABELS, 2, 3, seed=5).batches(2)
+    again = ClassBalancedBatches(BALANCED_LABELS, 2, 3, seed=5).batches(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    other_epoch = ClassBalancedBatches(BALANCED_LABELS, 2, 3, seed=5).batches(3)
+    other_seed = ClassBalancedBatches(BALANCED_LABELS, 2, 3, seed=6).batches(2)
+    for other in (other_epoch, other_seed):
+        assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("labels", "p", "k", "message"),
+    [
+        ([0, 0, 1, 1], 1, 2, "at least 2 classes"),
+        ([0, 0, 1, 1], 2, 1, "at least 2 images a class"),
+        ([0, 0, 1, 2], 2, 2, "need 2 classes of at least 2 images, got 1"),
+        ([0, 0, 1, 1, 2, 2], 3, 4, "do not fill one batch"),
+    ],
+)
+def test_class_balanced_batches_refuse_labels_that_cannot_fill_a_batch(
+    labels: list[int], p: int, k: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClassBalancedBatches(labels, p, k)

@@ -218,18 +218,59 @@ class ClassifierConfig(StrictModel):
         "unit L2 norm, for f and for g's losses. Helps from-scratch f escape the collapsed "
         "state (all embeddings near one point, loss = margin).",
     )
-    triplet_sampling: Literal["random"] = Field(
+    embedding_batchnorm: bool = Field(
+        False,
+        description="Method II, ours (the paper has none): a batch norm on the projected "
+        "embedding, before normalize_embedding (wsol.models.EmbeddingNet). In training each "
+        "embedding dimension is standardised over the batch, so a from-scratch f cannot sit "
+        "with every embedding at one point (loss = margin), where it otherwise starts: the "
+        "pooled features of an untrained ResNet share one dominant direction.",
+    )
+    triplet_sampling: Literal["random", "batch_hard"] = Field(
         "random",
-        description="Method II: how Eq. 2's triplets are drawn ('random': see "
-        "wsol.triplets.TripletSampler; a class with one image is never an anchor).",
+        description="Method II: how f's Eq. 2 triplets are drawn. 'random' (the paper's): "
+        "wsol.triplets.TripletSampler, batch_size triplets (3 x batch_size images) a batch; "
+        "a class with one image is never an anchor. 'batch_hard' (ours): batches of "
+        "batch_size images, batch_size / triplet_images_per_class classes of "
+        "triplet_images_per_class images each (wsol.triplets.ClassBalancedBatches), each "
+        "image an anchor with its hardest positive and negative in the batch "
+        "(wsol.losses.batch_hard_triplet_loss). g's triplets are always 'random'.",
     )
     triplets_per_anchor: int = Field(
-        1, ge=1, description="Method II: triplets per training image (as anchor) per epoch."
+        1,
+        ge=1,
+        description="Method II, triplet_sampling 'random': triplets per training image (as "
+        "anchor) per epoch.",
+    )
+    triplet_images_per_class: int = Field(
+        4,
+        ge=2,
+        description="Method II, triplet_sampling 'batch_hard': images of each class in a "
+        "batch (K; batch_size must be a multiple of it, with at least 2 classes a batch).",
     )
 
     @model_validator(mode="after")
     def _width_needs_scratch_training(self) -> ClassifierConfig:
         _check_scratch_width(self.width, self.pretrained, self.weights_path, "classifier")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_hard_batches_fit(self) -> ClassifierConfig:
+        if self.triplet_sampling != "batch_hard":
+            return self
+        per_class = self.triplet_images_per_class
+        if self.batch_size % per_class or self.batch_size // per_class < 2:
+            raise ValueError(
+                f"triplet_sampling 'batch_hard' fills a batch with classes of "
+                f"triplet_images_per_class={per_class} images each and needs at least 2 of "
+                f"them: batch_size={self.batch_size} must be a multiple of {per_class} and at "
+                f"least {2 * per_class}"
+            )
+        if self.triplets_per_anchor != 1:
+            raise ValueError(
+                f"triplets_per_anchor={self.triplets_per_anchor} is read by triplet_sampling "
+                "'random' only: 'batch_hard' makes every image of a batch an anchor once"
+            )
         return self
 
 
@@ -241,8 +282,10 @@ EMBEDDING_ONLY_FIELDS = (
     "embedding_dim",
     "triplet_margin",
     "normalize_embedding",
+    "embedding_batchnorm",
     "triplet_sampling",
     "triplets_per_anchor",
+    "triplet_images_per_class",
 )
 
 
@@ -608,7 +651,12 @@ def config_to_yaml(config: RunConfig) -> str:
 # reuses the f stored under it).
 _IN_KEY_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
     "data": {"hflip": True, "crop_scale": [1.0, 1.0]},
-    "classifier": {"schedule": "step", "width": 1.0},
+    "classifier": {
+        "schedule": "step",
+        "width": 1.0,
+        "triplet_images_per_class": 4,
+        "embedding_batchnorm": False,
+    },
 }
 
 # data fields that do not change f: the loader's worker count, require_masks (a check), and
@@ -633,8 +681,9 @@ def classifier_key(config: RunConfig) -> str:
     but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
-    ``data.hflip``, ``data.crop_scale``, ``classifier.schedule`` and ``classifier.width`` are
-    in only when they differ from their defaults (true, [1, 1], step, 1.0), so keys from
+    ``data.hflip``, ``data.crop_scale``, ``classifier.schedule``, ``classifier.width`` and
+    ``classifier.triplet_images_per_class`` and ``classifier.embedding_batchnorm`` are in only
+    when they differ from their defaults (true, [1, 1], step, 1.0, 4, false), so keys from
     before they existed stay valid.
     Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
     embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier

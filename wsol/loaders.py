@@ -7,6 +7,8 @@ follow :mod:`wsol.compute` (``data.num_workers: auto``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -84,6 +86,28 @@ def make_triplet_loader(
         drop_last=len(triplets) > batch_size,
         num_workers=resolve_num_workers(num_workers, device),
         collate_fn=collate_triplets,
+        persistent_workers=False,
+        pin_memory=pins_memory(device),
+    )
+
+
+def make_batch_loader(
+    dataset: WsolDataset,
+    batches: Sequence[np.ndarray],
+    *,
+    epoch: int,
+    num_workers: int | str,
+    device: torch.device | None = None,
+) -> DataLoader:
+    """The given ``batches`` (arrays of dataset indices, already drawn by a seeded sampler
+    such as :class:`wsol.triplets.ClassBalancedBatches`), in order, with ``dataset``'s
+    augmentation of ``epoch``. Workers and pinning as :func:`make_loader`."""
+    dataset.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_sampler=[batch.tolist() for batch in batches],
+        num_workers=resolve_num_workers(num_workers, device),
+        collate_fn=collate_samples,
         persistent_workers=False,
         pin_memory=pins_memory(device),
     )

@@ -124,6 +124,45 @@ def triplet_loss(
     return triplet_losses(anchor, positive, negative, margin).mean()
 
 
+def batch_hard_triplet_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Eq. 2 with each anchor's hardest triplet in the batch (Hermans et al., 2017, "In
+    Defense of the Triplet Loss"), a scalar.
+
+    ``embeddings`` (N, D), ``labels`` (N,). Every image is an anchor; its positive is the
+    farthest *other* image of its class, its negative the nearest image of another class::
+
+        mean over anchors a of max(max_p ||a - p|| - min_n ||a - n|| + margin, 0)
+
+    An anchor with no other image of its class, or no image of another class, in the batch
+    has no triplet and is left out of the mean. Raises ValueError when no anchor has one
+    (the batch sampler is then wrong: see :class:`wsol.triplets.ClassBalancedBatches`).
+    Distances as :func:`euclidean_distance` (finite gradients at 0).
+    """
+    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(
+            f"embeddings must be (N, D) and labels (N,), got {tuple(embeddings.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    squared = (embeddings[:, None, :] - embeddings[None, :, :]).pow(2).sum(dim=-1)
+    distances = squared.clamp_min(1e-12).sqrt()
+    same = labels[:, None] == labels[None, :]
+    other_image = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positive = same & other_image
+    negative = ~same
+    has_triplet = positive.any(dim=1) & negative.any(dim=1)
+    if not bool(has_triplet.any()):
+        raise ValueError(
+            f"no anchor of the batch has a triplet: labels {labels.tolist()} need a class "
+            "with two images and a second class"
+        )
+    hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=1)
+    hardest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=1)
+    losses = F.relu(hardest_positive - hardest_negative + margin)
+    return losses[has_triplet].mean()
+
+
 @dataclass
 class Method2Terms:
     """Method II's terms for one batch; ``total`` is what is minimised (batch means)."""

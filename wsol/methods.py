@@ -34,10 +34,11 @@ from wsol.compute import Runtime
 from wsol.config import ClassifierConfig, ConfigError, MaskConfig, RunConfig
 from wsol.data import TrainingSplits, WsolDataset, make_dataset
 from wsol.data.transforms import normalize
-from wsol.loaders import make_eval_loader, make_loader, make_triplet_loader
+from wsol.loaders import make_batch_loader, make_eval_loader, make_loader, make_triplet_loader
 from wsol.losses import (
     LossTerms,
     Method2Terms,
+    batch_hard_triplet_loss,
     method1_loss,
     method2_loss,
     method2_total,
@@ -46,7 +47,12 @@ from wsol.losses import (
     weighted_input,
 )
 from wsol.models import Classifier, EmbeddingNet, MaskGenerator
-from wsol.triplets import TRIPLET_ROLES, TripletSampler, validation_triplets
+from wsol.triplets import (
+    TRIPLET_ROLES,
+    ClassBalancedBatches,
+    TripletSampler,
+    validation_triplets,
+)
 
 #: Images per batch of f's validation passes (memory only: the metrics do not depend on it).
 F_EVAL_BATCH = 64
@@ -105,6 +111,28 @@ def embedding_train_step(
         embeddings = network(normalize(images, normalization)).float()
     anchor, positive, negative = embeddings.split(count)
     loss = triplet_loss(anchor, positive, negative, margin)
+    _descend(optimizer, loss)
+    return loss.detach()
+
+
+def embedding_batch_hard_step(
+    network: EmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalization: str,
+    margin: float,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """One f step of Method II with ``triplet_sampling: batch_hard``: Eq. 2 on each image's
+    hardest triplet within the batch (images (N,3,H,W) in [0,1], labels (N,); see
+    :func:`wsol.losses.batch_hard_triplet_loss`); backward, optimizer step. Returns the
+    loss, detached, on the device."""
+    images = runtime.images(images)
+    labels = labels.to(runtime.device, non_blocking=runtime.pin_memory)
+    with runtime.autocast():
+        embeddings = network(normalize(images, normalization)).float()
+    loss = batch_hard_triplet_loss(embeddings, labels, margin)
     _descend(optimizer, loss)
     return loss.detach()
 
@@ -476,6 +504,13 @@ class MethodII(_Method):
         return TripletSampler(labels, cfg.seed, cfg.triplets_per_anchor)
 
     @cached_property
+    def _f_batch_sampler(self) -> ClassBalancedBatches:
+        cfg = self.config.classifier
+        labels = [sample.label for sample in self._training_split().train]
+        per_class = cfg.triplet_images_per_class
+        return ClassBalancedBatches(labels, cfg.batch_size // per_class, per_class, cfg.seed)
+
+    @cached_property
     def _g_sampler(self) -> TripletSampler:
         labels = [sample.label for sample in self._training_split().train]
         return TripletSampler(labels, self.config.seed)
@@ -500,6 +535,7 @@ class MethodII(_Method):
             num_classes,
             embedding_dim=config.embedding_dim,
             normalize=config.normalize_embedding,
+            batchnorm=config.embedding_batchnorm,
             **_backbone(config),
         )
 
@@ -521,6 +557,14 @@ class MethodII(_Method):
         )
 
     def f_batches(self, train_set: WsolDataset, epoch: int, device: torch.device) -> Iterable:
+        if self.config.classifier.triplet_sampling == "batch_hard":
+            return make_batch_loader(
+                train_set,
+                self._f_batch_sampler.batches(epoch),
+                epoch=epoch,
+                num_workers=self.config.data.num_workers,
+                device=device,
+            )
         triplets = self._f_sampler.triplets(epoch)
         batch_size = self.config.classifier.batch_size
         return self._triplet_batches(train_set, triplets, batch_size, epoch, device)
@@ -528,6 +572,17 @@ class MethodII(_Method):
     def f_step(
         self, f: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, runtime: Runtime
     ) -> tuple[int, torch.Tensor]:
+        if self.config.classifier.triplet_sampling == "batch_hard":
+            loss = embedding_batch_hard_step(
+                f,
+                optimizer,
+                batch["image"],
+                batch["label"],
+                self.config.data.normalization,
+                self.config.classifier.triplet_margin,
+                runtime,
+            )
+            return len(batch["image"]), loss
         triplet = tuple(batch[role]["image"] for role in TRIPLET_ROLES)
         loss = embedding_train_step(
             f,

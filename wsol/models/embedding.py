@@ -36,6 +36,10 @@ class EmbeddingNet(nn.Module):
     ``normalize``: scale each embedding to unit L2 norm (not in the paper, which does not
     normalise; an option for from-scratch training, where unnormalised embeddings can
     shrink towards one point and sit at loss = margin).
+    ``batchnorm``: a BatchNorm1d on the projection's output, before the normalisation (not
+    in the paper; "BNNeck", Luo et al. 2019). In training every embedding dimension has
+    zero mean and unit variance over the batch, so the batch's embeddings cannot all sit at
+    one point; in eval mode it is a fixed affine map (its running statistics).
     ``class_means`` (num_classes, embedding_dim) and ``class_counts`` (num_classes,) are
     buffers filled by :meth:`set_class_means`; until then ``class_counts`` is all zero and
     :meth:`class_logits` raises :class:`ClassMeansMissingError`.
@@ -51,6 +55,7 @@ class EmbeddingNet(nn.Module):
         small_input_stem: bool = False,
         normalize: bool = False,
         width: float = 1.0,
+        batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.stem, self.body, self.feature_dim = resnet_trunk(
@@ -60,6 +65,8 @@ class EmbeddingNet(nn.Module):
         self.num_classes = num_classes
         self.normalize = normalize
         self.projection = nn.Linear(self.feature_dim, embedding_dim)
+        # Only when asked, so the state dicts of f's without it are unchanged.
+        self.embedding_norm = nn.BatchNorm1d(embedding_dim) if batchnorm else None
         self.register_buffer("class_means", torch.zeros(num_classes, embedding_dim))
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.int64))
 
@@ -70,6 +77,8 @@ class EmbeddingNet(nn.Module):
         """(B,3,H,W) normalised images -> (B, embedding_dim) embeddings; unit length when
         the network was built with ``normalize=True`` (ours, not the paper's)."""
         embeddings = self.projection(self.features(images).mean(dim=(2, 3)))
+        if self.embedding_norm is not None:
+            embeddings = self.embedding_norm(embeddings)
         return F.normalize(embeddings, dim=1) if self.normalize else embeddings
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
