@@ -14,8 +14,8 @@ with the triplet loss; g minimises L_inner + L_outer + lambda * R(M_a) over trip
 ``mask.method`` picks one (:func:`method_of`); f's kind follows from it.
 
 The single steps are module functions too (:func:`classifier_train_step`,
-:func:`embedding_train_step`, :func:`method1_train_step`, :func:`method2_train_step`),
-so benchmarks and tests can time and check one step alone.
+:func:`embedding_train_step`, :func:`embedding_batch_hard_step`, :func:`method1_train_step`,
+:func:`method2_train_step`), so benchmarks and tests can time and check one step alone.
 """
 
 from __future__ import annotations
