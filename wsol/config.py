@@ -681,7 +681,7 @@ def classifier_key(config: RunConfig) -> str:
     but its ``precision``, which is in when it is not fp32 (bf16 trains another f; fp32
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
-    ``data.hflip``, ``data.crop_scale``, ``classifier.schedule``, ``classifier.width`` and
+    ``data.hflip``, ``data.crop_scale``, ``classifier.schedule``, ``classifier.width``,
     ``classifier.triplet_images_per_class`` and ``classifier.embedding_batchnorm`` are in only
     when they differ from their defaults (true, [1, 1], step, 1.0, 4, false), so keys from
     before they existed stay valid.

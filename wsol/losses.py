@@ -145,8 +145,7 @@ def batch_hard_triplet_loss(
             f"embeddings must be (N, D) and labels (N,), got {tuple(embeddings.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    squared = (embeddings[:, None, :] - embeddings[None, :, :]).pow(2).sum(dim=-1)
-    distances = squared.clamp_min(1e-12).sqrt()
+    distances = euclidean_distance(embeddings[:, None, :], embeddings[None, :, :])
     same = labels[:, None] == labels[None, :]
     other_image = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     positive = same & other_image
