@@ -28,6 +28,12 @@ from wsol.config import RunConfig, load_config
 from wsol.data import read_test_split, read_training_splits
 from wsol.evaluate import cam_maps, evaluate_maps, mask_generator_maps
 from wsol.loop import train_classifier, train_mask
+from wsol.models import EmbeddingNet
+
+
+def _whole_image_maps(images: torch.Tensor, class_indices: torch.Tensor) -> torch.Tensor:
+    del class_indices
+    return torch.ones(images.shape[0], *images.shape[-2:])
 
 
 def _log(text: str) -> None:
@@ -131,13 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         record["classifier"] = str(args.out / "classifier.pt")
         record["f_seconds"] = time.perf_counter() - started
     record["f_val_top1"] = f_history[-1]["val_top1_cls"] if f_history else None
-    cam = evaluate_maps(cam_maps(classifier), classifier, test, config, "cpu")
-    record["f_test_top1"] = cam.metrics["top1_cls"]
-    record["cam_gt_known"] = cam.metrics["gt_known_loc"]
-    _log(
-        f"f test top-1 {record['f_test_top1']:.1f}  (val {record['f_val_top1']})  "
-        f"CAM GT-known {record['cam_gt_known']:.1f}"
-    )
+    if isinstance(classifier, EmbeddingNet):
+        # An embedding has no class weights, so no CAM: the whole-image map scores f's top-1.
+        whole = evaluate_maps(_whole_image_maps, classifier, test, config, "cpu")
+        record["f_test_top1"] = whole.metrics["top1_cls"]
+        record["cam_gt_known"] = None
+        _log(f"f test top-1 {record['f_test_top1']:.1f}  (val {record['f_val_top1']})")
+    else:
+        cam = evaluate_maps(cam_maps(classifier), classifier, test, config, "cpu")
+        record["f_test_top1"] = cam.metrics["top1_cls"]
+        record["cam_gt_known"] = cam.metrics["gt_known_loc"]
+        _log(
+            f"f test top-1 {record['f_test_top1']:.1f}  (val {record['f_val_top1']})  "
+            f"CAM GT-known {record['cam_gt_known']:.1f}"
+        )
     if not args.no_g:
         for row_name in args.rows.split(","):
             row_config = config.model_copy(deep=True)

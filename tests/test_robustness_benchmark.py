@@ -184,6 +184,7 @@ def test_methods_2_runs_method_ii_alone_and_method2_adds_it_to_method_i(
         robustness.parse_args([*base, "--methods", "3"])
     argv = [*base, "--methods", "2", "--variants", "full", "--no-progress"]
     for override in (
+        "classifier.embedding_loss=triplet",  # the recipe's is normalized_softmax
         "classifier.triplet_sampling=batch_hard",
         "classifier.batch_size=8",
         "classifier.embedding_batchnorm=true",

@@ -236,6 +236,22 @@ class ClassifierConfig(StrictModel):
         "image an anchor with its hardest positive and negative in the batch "
         "(wsol.losses.batch_hard_triplet_loss). g's triplets are always 'random'.",
     )
+    embedding_loss: Literal["triplet", "normalized_softmax"] = Field(
+        "triplet",
+        description="Method II: f's training loss. 'triplet' (the paper's): Eq. 2 on the "
+        "triplets triplet_sampling draws. 'normalized_softmax' (ours): cross-entropy over "
+        "embedding_softmax_scale times the cosine of each embedding to one learned proxy a "
+        "class (wsol.losses.normalized_softmax_loss), on shuffled batches of batch_size "
+        "images as a softmax classifier's; triplet_sampling must stay 'random' (it draws "
+        "nothing then). g's losses (Eq. 3, 4) and the nearest-class-mean classification are "
+        "the same under both.",
+    )
+    embedding_softmax_scale: float = Field(
+        16.0,
+        gt=0,
+        description="Method II, embedding_loss 'normalized_softmax': the inverse temperature "
+        "of the softmax over cosines (which lie in [-1, 1]).",
+    )
     triplets_per_anchor: int = Field(
         1,
         ge=1,
@@ -252,6 +268,16 @@ class ClassifierConfig(StrictModel):
     @model_validator(mode="after")
     def _width_needs_scratch_training(self) -> ClassifierConfig:
         _check_scratch_width(self.width, self.pretrained, self.weights_path, "classifier")
+        return self
+
+    @model_validator(mode="after")
+    def _softmax_embedding_draws_no_triplets(self) -> ClassifierConfig:
+        if self.embedding_loss == "normalized_softmax" and self.triplet_sampling != "random":
+            raise ValueError(
+                f"triplet_sampling={self.triplet_sampling!r} is read by embedding_loss "
+                "'triplet' only: 'normalized_softmax' trains f on shuffled batches of "
+                "batch_size images; leave triplet_sampling at 'random'"
+            )
         return self
 
     @model_validator(mode="after")
@@ -284,6 +310,8 @@ EMBEDDING_ONLY_FIELDS = (
     "normalize_embedding",
     "embedding_batchnorm",
     "triplet_sampling",
+    "embedding_loss",
+    "embedding_softmax_scale",
     "triplets_per_anchor",
     "triplet_images_per_class",
 )
@@ -656,6 +684,8 @@ _IN_KEY_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
         "width": 1.0,
         "triplet_images_per_class": 4,
         "embedding_batchnorm": False,
+        "embedding_loss": "triplet",
+        "embedding_softmax_scale": 16.0,
     },
 }
 
@@ -682,9 +712,10 @@ def classifier_key(config: RunConfig) -> str:
     keys are the same as before the compute section existed). Fields added to ``data`` or
     ``classifier`` later are in by default. Paths are hashed as written (not resolved).
     ``data.hflip``, ``data.crop_scale``, ``classifier.schedule``, ``classifier.width``,
-    ``classifier.triplet_images_per_class`` and ``classifier.embedding_batchnorm`` are in only
-    when they differ from their defaults (true, [1, 1], step, 1.0, 4, false), so keys from
-    before they existed stay valid.
+    ``classifier.triplet_images_per_class``, ``classifier.embedding_batchnorm``,
+    ``classifier.embedding_loss`` and ``classifier.embedding_softmax_scale`` are in only when
+    they differ from their defaults (true, [1, 1], step, 1.0, 4, false, triplet, 16), so keys
+    from before they existed stay valid.
     Method II's f (``mask.method: 2``) is keyed with ``kind: embedding`` and the
     embedding-only fields of ``wsol.config.EMBEDDING_ONLY_FIELDS``; a softmax classifier
     leaves them out, as they do not change it: a Siamese embedding network never shares

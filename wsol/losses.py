@@ -162,6 +162,31 @@ def batch_hard_triplet_loss(
     return losses[has_triplet].mean()
 
 
+def normalized_softmax_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Cross-entropy over cosine similarities to one learned proxy a class (Zhai & Wu,
+    2019, "Classification is a Strong Baseline for Deep Metric Learning"), a scalar.
+
+    ``embeddings`` (N, D), ``labels`` (N,) in [0, C), ``proxies`` (C, D)::
+
+        CE(scale * cos(embedding_i, proxy_c) over c, label_i)
+
+    Both sides are scaled to unit length here, so the loss reads only directions: it
+    trains the embedding that Eq. 2-4 then measure. ``scale`` (> 0) is the inverse
+    temperature: cosines lie in [-1, 1], so without it the softmax stays near uniform.
+    """
+    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(
+            f"embeddings must be (N, D) and labels (N,), got {tuple(embeddings.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    if proxies.ndim != 2 or proxies.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"proxies must be (C, {embeddings.shape[1]}), got {tuple(proxies.shape)}")
+    cosines = F.normalize(embeddings, dim=1) @ F.normalize(proxies, dim=1).T
+    return F.cross_entropy(scale * cosines, labels)
+
+
 @dataclass
 class Method2Terms:
     """Method II's terms for one batch; ``total`` is what is minimised (batch means)."""

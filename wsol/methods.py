@@ -10,12 +10,14 @@ call without ever asking which method they run:
 
 Method I (Eq. 1): f is a softmax classifier trained with CE; g minimises
 CE(f(I), f(I*M)) + lambda * R(M). Method II (Eq. 2-4): f is a Siamese embedding trained
-with the triplet loss; g minimises L_inner + L_outer + lambda * R(M_a) over triplets.
+with the triplet loss (or, ``classifier.embedding_loss: normalized_softmax``, a cosine
+softmax over class proxies); g minimises L_inner + L_outer + lambda * R(M_a) over triplets.
 ``mask.method`` picks one (:func:`method_of`); f's kind follows from it.
 
 The single steps are module functions too (:func:`classifier_train_step`,
-:func:`embedding_train_step`, :func:`embedding_batch_hard_step`, :func:`method1_train_step`,
-:func:`method2_train_step`), so benchmarks and tests can time and check one step alone.
+:func:`embedding_train_step`, :func:`embedding_batch_hard_step`,
+:func:`embedding_softmax_step`, :func:`method1_train_step`, :func:`method2_train_step`),
+so benchmarks and tests can time and check one step alone.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from wsol.losses import (
     method1_loss,
     method2_loss,
     method2_total,
+    normalized_softmax_loss,
     triplet_loss,
     triplet_losses,
     weighted_input,
@@ -133,6 +136,30 @@ def embedding_batch_hard_step(
     with runtime.autocast():
         embeddings = network(normalize(images, normalization)).float()
     loss = batch_hard_triplet_loss(embeddings, labels, margin)
+    _descend(optimizer, loss)
+    return loss.detach()
+
+
+def embedding_softmax_step(
+    network: EmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalization: str,
+    scale: float,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """One f step of Method II with ``embedding_loss: normalized_softmax``: the cosine
+    softmax over the network's class proxies on a batch (images (N,3,H,W) in [0,1],
+    labels (N,); see :func:`wsol.losses.normalized_softmax_loss`); backward, optimizer
+    step. Returns the loss, detached, on the device."""
+    if network.class_proxies is None:
+        raise ValueError("the embedding network was built without class_proxies")
+    images = runtime.images(images)
+    labels = labels.to(runtime.device, non_blocking=runtime.pin_memory)
+    with runtime.autocast():
+        embeddings = network(normalize(images, normalization)).float()
+    loss = normalized_softmax_loss(embeddings, labels, network.class_proxies.float(), scale)
     _descend(optimizer, loss)
     return loss.detach()
 
@@ -393,6 +420,22 @@ def _backbone(config: ClassifierConfig) -> dict[str, Any]:
     }
 
 
+def _shuffled_f_batches(
+    config: RunConfig, train_set: WsolDataset, epoch: int, device: torch.device
+) -> Iterable:
+    """One epoch of f's training batches: the training split shuffled by (classifier.seed,
+    epoch), classifier.batch_size images a batch."""
+    return make_loader(
+        train_set,
+        config.classifier.batch_size,
+        train=True,
+        seed=config.classifier.seed,
+        epoch=epoch,
+        num_workers=config.data.num_workers,
+        device=device,
+    )
+
+
 class _Method:
     """What both methods hold: the run's config and, for the loops, its splits."""
 
@@ -431,16 +474,7 @@ class MethodI(_Method):
         return Classifier(num_classes, **_backbone(config))
 
     def f_batches(self, train_set: WsolDataset, epoch: int, device: torch.device) -> Iterable:
-        cfg = self.config.classifier
-        return make_loader(
-            train_set,
-            cfg.batch_size,
-            train=True,
-            seed=cfg.seed,
-            epoch=epoch,
-            num_workers=self.config.data.num_workers,
-            device=device,
-        )
+        return _shuffled_f_batches(self.config, train_set, epoch, device)
 
     def f_step(
         self, f: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, runtime: Runtime
@@ -536,6 +570,7 @@ class MethodII(_Method):
             embedding_dim=config.embedding_dim,
             normalize=config.normalize_embedding,
             batchnorm=config.embedding_batchnorm,
+            class_proxies=config.embedding_loss == "normalized_softmax",
             **_backbone(config),
         )
 
@@ -557,6 +592,8 @@ class MethodII(_Method):
         )
 
     def f_batches(self, train_set: WsolDataset, epoch: int, device: torch.device) -> Iterable:
+        if self.config.classifier.embedding_loss == "normalized_softmax":
+            return _shuffled_f_batches(self.config, train_set, epoch, device)
         if self.config.classifier.triplet_sampling == "batch_hard":
             return make_batch_loader(
                 train_set,
@@ -572,7 +609,19 @@ class MethodII(_Method):
     def f_step(
         self, f: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, runtime: Runtime
     ) -> tuple[int, torch.Tensor]:
-        if self.config.classifier.triplet_sampling == "batch_hard":
+        cfg = self.config.classifier
+        if cfg.embedding_loss == "normalized_softmax":
+            loss = embedding_softmax_step(
+                f,
+                optimizer,
+                batch["image"],
+                batch["label"],
+                self.config.data.normalization,
+                cfg.embedding_softmax_scale,
+                runtime,
+            )
+            return len(batch["image"]), loss
+        if cfg.triplet_sampling == "batch_hard":
             loss = embedding_batch_hard_step(
                 f,
                 optimizer,

@@ -40,6 +40,10 @@ class EmbeddingNet(nn.Module):
     in the paper; "BNNeck", Luo et al. 2019). In training every embedding dimension has
     zero mean and unit variance over the batch, so the batch's embeddings cannot all sit at
     one point; in eval mode it is a fixed affine map (its running statistics).
+    ``class_proxies``: a learned (num_classes, embedding_dim) parameter, one direction a
+    class, for ``classifier.embedding_loss: normalized_softmax`` (ours; the loss is
+    :func:`wsol.losses.normalized_softmax_loss`); None otherwise. Only f's training reads
+    it: classification and g's losses use the embedding and the class means.
     ``class_means`` (num_classes, embedding_dim) and ``class_counts`` (num_classes,) are
     buffers filled by :meth:`set_class_means`; until then ``class_counts`` is all zero and
     :meth:`class_logits` raises :class:`ClassMeansMissingError`.
@@ -56,6 +60,7 @@ class EmbeddingNet(nn.Module):
         normalize: bool = False,
         width: float = 1.0,
         batchnorm: bool = False,
+        class_proxies: bool = False,
     ) -> None:
         super().__init__()
         self.stem, self.body, self.feature_dim = resnet_trunk(
@@ -67,6 +72,9 @@ class EmbeddingNet(nn.Module):
         self.projection = nn.Linear(self.feature_dim, embedding_dim)
         # Only when asked, so the state dicts of f's without it are unchanged.
         self.embedding_norm = nn.BatchNorm1d(embedding_dim) if batchnorm else None
+        self.class_proxies = (
+            nn.Parameter(torch.randn(num_classes, embedding_dim)) if class_proxies else None
+        )
         self.register_buffer("class_means", torch.zeros(num_classes, embedding_dim))
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.int64))
 
