@@ -387,25 +387,35 @@ def run_unit(
     )
     record_path = unit / "result.json"
     config_text = config_to_yaml(base)
+    f_path = classifier_cache_path(args, kind, seed, base)
+    earlier: dict[str, Any] | None = None
+    to_train = list(args.variants)
     if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("config") != config_text:
+        earlier = json.loads(record_path.read_text())
+        if earlier.get("config") != config_text:
             raise ConfigError(
                 f"{record_path} was measured with another config; pass --force or choose --out"
             )
-        missing = [name for name in args.variants if name not in record["variants"]]
-        if missing:
+        to_train = [name for name in args.variants if name not in earlier["variants"]]
+        if not to_train:
+            log(f"reusing {record_path}")
+            return earlier
+        # The record's variants stand as measured; only the missing ones are trained and added.
+        log(f"reusing {record_path}; adding {', '.join(to_train)}")
+        if not f_path.is_file():
             raise ConfigError(
-                f"{record_path} has no {', '.join(missing)} (it was measured with --variants "
-                f"{' '.join(v for v in VARIANTS if v in record['variants'])}); pass --force or "
-                "choose --out"
+                f"{record_path} has no {', '.join(to_train)} and its f is no longer in "
+                f"{f_path}: the added variants would be measured against another f; pass "
+                "--force or choose --out"
             )
-        log(f"reusing {record_path}")
-        return record
     _write_dataset(args, kind, seed, log)
-    if unit.exists():
-        shutil.rmtree(unit)  # an unfinished unit: start it over
-    unit.mkdir(parents=True)
+    if earlier is None:
+        if unit.exists():
+            shutil.rmtree(unit)  # an unfinished unit: start it over
+        unit.mkdir(parents=True)
+    for name in to_train:
+        if (unit / name).exists():
+            shutil.rmtree(unit / name)  # an unfinished addition: start it over
     progress = not args.no_progress
     started = time.perf_counter()
     splits = read_training_splits(base.data)
@@ -418,7 +428,6 @@ def run_unit(
             f"train loss={metrics['train_loss']:.3f}  ({time.perf_counter() - started:.0f}s)"
         )
 
-    f_path = classifier_cache_path(args, kind, seed, base)
     if f_path.is_file():
         log(f"  reusing f from {f_path} (same data, seed and classifier settings)")
         classifier, f_state = load_classifier(f_path, resolve_device(base.device))
@@ -430,7 +439,7 @@ def run_unit(
     f_val_top1 = final_f_top1(f_history)
 
     trained: dict[str, dict[str, Any]] = {}
-    for variant in args.variants:
+    for variant in to_train:
         overrides = VARIANTS[variant]
         config = _with(base, [f"name={kind}-seed{seed}-m{method}-{variant}", *overrides])
         folder = unit / variant
@@ -510,7 +519,7 @@ def run_unit(
             "validation": validation_curves(info["history"]),
             "diagnostics": info["diagnostics"],
         }
-    if method == 1:
+    if method == 1 and earlier is None:
         metrics = evaluate_maps(
             cam_maps(classifier), classifier, samples, base, device, num_examples=0
         ).metrics
@@ -519,6 +528,13 @@ def run_unit(
             "maxboxacc_v2": metrics["maxboxacc_v2"],
         }
         f_test_top1 = metrics["top1_cls"]
+    eval_s = time.perf_counter() - started - train_s
+    if earlier is not None:
+        measured = {**earlier["variants"], **variants}
+        variants = {name: measured[name] for name in [*VARIANTS, "CAM"] if name in measured}
+        f_test_top1 = earlier["f_test_top1"]  # the same f on the same test split
+        train_s += earlier["train_s"]
+        eval_s += earlier["eval_s"]
     record = {
         "kind": kind,
         "seed": seed,
@@ -528,7 +544,7 @@ def run_unit(
         "test_images": len(samples),
         "variants": variants,
         "train_s": train_s,
-        "eval_s": time.perf_counter() - started - train_s,
+        "eval_s": eval_s,
         "config": config_text,
     }
     record_path.write_text(json.dumps(record, indent=2) + "\n")

@@ -152,10 +152,21 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     report_g = (other / "results.md").read_text()
     assert "Not run on every seed, so not judged: no-reg (shapes, Method I)" in report_g
     assert not (other / "classifiers").exists()
-    # A record without no-reg is not reused for a run that asks for it; one with both is
-    # reused for a run that asks for full only.
-    with pytest.raises(robustness.ConfigError, match="has no no-reg"):
-        robustness.main(robustness.parse_args(argv_g[:-2]))
+    # A run that asks for no-reg of a record without it trains no-reg only, on the kept f,
+    # and adds it: full's entry stays as measured. One with both is reused for full only.
+    full_only = json.loads((other / "runs/shapes/seed0/method1/result.json").read_text())
+    assert robustness.main(robustness.parse_args(argv_g[:-2])) == 0
+    printed = capsys.readouterr().out
+    assert "adding no-reg" in printed and "training g, no-reg" in printed
+    assert "training g, full" not in printed and "training f" not in printed
+    (both,) = json.loads((other / "results.json").read_text())["rows"]
+    assert list(both["variants"]) == ["full", "no-reg", "CAM"]
+    assert both["variants"]["full"] == full_only["variants"]["full"]
+    assert both["variants"]["CAM"] == full_only["variants"]["CAM"]
+    assert both["f_test_top1"] == full_only["f_test_top1"]
+    assert both["train_s"] > full_only["train_s"]
+    kept = sorted(p.name for p in (other / "runs/shapes/seed0/method1").iterdir())
+    assert kept == ["full", "no-reg", "result.json"]
     assert robustness.main(robustness.parse_args([*argv, "--variants", "full"])) == 0
     assert "reusing" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -170,7 +181,14 @@ def test_smoke_run_writes_every_column_and_a_verdict_and_a_rerun_reuses_it(
     assert "training" not in printed and "writing the" not in printed
     assert not (other / "data").exists()
     (reported,) = json.loads((other / "results.json").read_text())["rows"]
-    assert reported == again
+    assert reported == both
+    # A variant is never added against another f: without the kept f, nothing is trained.
+    record_path = other / "runs/shapes/seed0/method1/result.json"
+    record_path.write_text(json.dumps(full_only))
+    shutil.move(out / "classifiers", tmp_path / "moved")
+    with pytest.raises(robustness.ConfigError, match="its f is no longer in"):
+        robustness.main(robustness.parse_args(argv_g[:-2]))
+    assert (other / "runs/shapes/seed0/method1/no-reg/selected.pt").is_file()
 
 
 def test_methods_2_runs_method_ii_alone_and_method2_adds_it_to_method_i(
