@@ -129,7 +129,8 @@ def at_validation_best_epoch(variant: Mapping[str, Any]) -> tuple[int, float] | 
 
 def kind_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean / min / max / std over the seeds of ``rows`` (one kind and method; the row
-    schema of ``result.json``). The std is the sample std (0 for one seed)."""
+    schema of ``result.json``). The std is the sample std (None for one seed: a single
+    seed has no spread to measure)."""
 
     def values(variant: str, key: str) -> list[float]:
         found = [row["variants"].get(variant, {}).get(key) for row in rows]
@@ -142,7 +143,7 @@ def kind_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "mean": statistics.fmean(numbers),
             "min": min(numbers),
             "max": max(numbers),
-            "std": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
+            "std": statistics.stdev(numbers) if len(numbers) > 1 else None,
         }
 
     f_top1 = [float(row["f_test_top1"]) for row in rows if row.get("f_test_top1") is not None]
@@ -167,7 +168,8 @@ def verdicts(
 ) -> dict[str, bool]:
     """Target -> met, for one kind's :func:`kind_summary`. An unmeasured quantity fails,
     but a variant left out on purpose (``--variants``; not in the summary's ``variants``)
-    has no target here: :func:`report_text` names it as not run."""
+    has no target here, nor has the seed spread of a single seed: :func:`report_text`
+    names both as not judged."""
 
     def at_least(value: float | None, bound: float) -> bool:
         return value is not None and value >= bound
@@ -187,7 +189,7 @@ def verdicts(
             summary["no_reg_gt_known"]["max"], targets.no_reg_max
         )
     result[f"gap <= {targets.gap_mean:g}"] = at_most(summary["gap"]["mean"], targets.gap_mean)
-    if method == 2:
+    if method == 2 and len(summary["seeds"]) > 1:
         result[f"seed std <= {targets.method2_std:g}"] = at_most(
             summary["full_gt_known"]["std"], targets.method2_std
         )
@@ -758,11 +760,18 @@ def report_text(rows: Sequence[Mapping[str, Any]], kind_summaries: list[dict], s
         for name in VARIANTS
         if name not in s.get("variants", VARIANTS)
     ]
+    single_seed = [s["kind"] for s in kind_summaries if s["method"] == 2 and len(s["seeds"]) < 2]
     verdict = (
         ("Where the recipe fails: " + "; ".join(failing) + ".") if failing else "Every target met."
     )
     if not_run:
         verdict += " Not run on every seed, so not judged: " + "; ".join(not_run) + "."
+    if single_seed:
+        verdict += (
+            " One seed has no spread, so Method II's seed std is not judged on: "
+            + ", ".join(single_seed)
+            + "."
+        )
     return "\n".join(
         [
             "# Robustness: one recipe on every synthetic kind and seed"

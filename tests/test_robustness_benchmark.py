@@ -56,6 +56,22 @@ def test_verdicts_pass_only_when_every_target_holds_over_the_seeds(robustness) -
     assert "seed std <= 5" not in robustness.verdicts(summary, method=1)
 
 
+def test_one_seed_has_no_seed_spread_so_the_std_target_is_named_not_judged(robustness) -> None:
+    full = {"gt_known_loc": 90.0, "maxboxacc_v2": 80.0, "gap": 1.0, "selected_epoch": 3}
+    full |= {"oracle_epoch": 4, "oracle_gt_known": 91.0}
+    rows = [{"kind": "shapes", "seed": 0, "method": 2, "f_test_top1": 95.0, "variants": {}}]
+    rows[0]["variants"]["full"] = full
+    summary = robustness.kind_summary(rows)
+    assert summary["full_gt_known"]["std"] is None
+    verdicts = robustness.verdicts(summary, method=2)
+    assert "seed std <= 5" not in verdicts and all(verdicts.values())
+    kind_summaries = robustness.summaries(rows)
+    text = robustness.report_text(rows, kind_summaries, smoke=False)
+    assert "One seed has no spread, so Method II's seed std is not judged on: shapes." in text
+    table_row = next(line for line in text.splitlines() if line.startswith("| shapes | II | 1 "))
+    assert table_row.split(" | ")[5] == "-"  # the full std column
+
+
 def test_the_oracle_is_the_best_epoch_on_test_and_the_gap_is_measured_from_the_selected(
     robustness,
 ) -> None:
