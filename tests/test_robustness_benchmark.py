@@ -58,9 +58,10 @@ def test_verdicts_pass_only_when_every_target_holds_over_the_seeds(robustness) -
 
 def test_one_seed_has_no_seed_spread_so_the_std_target_is_named_not_judged(robustness) -> None:
     full = {"gt_known_loc": 90.0, "maxboxacc_v2": 80.0, "gap": 1.0, "selected_epoch": 3}
-    full |= {"oracle_epoch": 4, "oracle_gt_known": 91.0}
-    rows = [{"kind": "shapes", "seed": 0, "method": 2, "f_test_top1": 95.0, "variants": {}}]
-    rows[0]["variants"]["full"] = full
+    full.update(oracle_epoch=4, oracle_gt_known=91.0)
+    rows = [
+        {"kind": "shapes", "seed": 0, "method": 2, "f_test_top1": 95.0, "variants": {"full": full}}
+    ]
     summary = robustness.kind_summary(rows)
     assert summary["full_gt_known"]["std"] is None
     verdicts = robustness.verdicts(summary, method=2)
